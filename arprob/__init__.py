@@ -1,0 +1,27 @@
+"""arprob: explicit, exactly checkable probability for autoregressive-style generation.
+
+Exact sequence models (numpyro distributions) answer the any-subset
+conditional protocol; samplers are written against that protocol and each has
+an exact law; :mod:`arprob.verify` tells whether a sampler draws from the law
+it claims.
+"""
+
+from arprob import conditionals, errors, samplers, verify
+from arprob.conditionals import Conditionals
+from arprob.distributions import MarkovChain, NGram, SequenceDistribution, TabularJoint
+from arprob.errors import ArprobError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ArprobError",
+    "Conditionals",
+    "MarkovChain",
+    "NGram",
+    "SequenceDistribution",
+    "TabularJoint",
+    "conditionals",
+    "errors",
+    "samplers",
+    "verify",
+]

@@ -1,0 +1,100 @@
+r"""Shared behaviour of arprob's exact sequence models.
+
+Every model is a :class:`numpyro.distributions.Distribution` over integer
+sequences of ``length`` tokens in ``[0, vocab_size)`` (``event_shape ==
+(length,)``) and answers the any-subset conditional protocol exactly:
+
+* ``log_prob(x)`` -- :math:`\log p(x)`;
+* ``marginal_log_prob(x, observed)`` -- :math:`\log p(x_S)` with
+  :math:`S = \{i : \mathrm{observed}_i\}`;
+* ``conditional_logits(x, observed)`` -- :math:`\log p(x_i = v \mid x_{S\setminus\{i\}})`
+  for every position :math:`i` and token :math:`v`, shape ``(..., L, V)``;
+* ``law()`` -- the float64 probabilities of all :math:`V^L` sequences in
+  lexicographic order (``x[0]`` varies slowest).
+
+Conditioning on an event of probability zero has no defined answer; arprob
+returns the uniform law there, so that no NaN reaches a sampler, and
+``marginal_log_prob`` returns ``-inf`` for the event itself.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+from numpyro.distributions import Distribution, constraints
+
+from arprob._enumerate import all_sequences
+from arprob._validation import check_mask, check_shape, check_tokens, is_concrete
+
+DEFAULT_MAX_ENTRIES = 2**26
+
+
+class SequenceDistribution(Distribution):
+    """Base class: a distribution over sequences with an exact any-subset oracle."""
+
+    pytree_aux_fields = ("vocab_size", "length")
+
+    def __init__(self, vocab_size: int, length: int, batch_shape=(), *, validate_args=None):
+        self.vocab_size = int(vocab_size)
+        self.length = int(length)
+        super().__init__(batch_shape=tuple(batch_shape), event_shape=(self.length,),
+                         validate_args=validate_args)
+
+    # -- numpyro protocol -------------------------------------------------
+    @constraints.dependent_property(is_discrete=True, event_dim=1)
+    def support(self):
+        return constraints.independent(constraints.integer_interval(0, self.vocab_size - 1), 1)
+
+    @property
+    def _checks_on(self) -> bool:
+        return self._validate_args is not False
+
+    def _check_clean(self, tokens, name: str = "x"):
+        owner = type(self).__name__
+        if self._checks_on:
+            check_shape(owner, name, tokens, (self.length,))
+            check_tokens(owner, name, tokens, self.vocab_size)
+        return jnp.asarray(tokens)
+
+    def _check_partial(self, tokens, observed):
+        owner = type(self).__name__
+        if self._checks_on:
+            check_shape(owner, "x", tokens, (self.length,))
+            check_mask(owner, "observed", observed, self.length)
+            check_tokens(owner, "x", tokens, self.vocab_size, observed=observed)
+        tokens = jnp.asarray(tokens)
+        observed = jnp.asarray(observed, dtype=bool)
+        # unobserved positions may hold the mask id; replace it by a valid token
+        return jnp.where(observed, tokens, 0).astype(jnp.int32), observed
+
+    # -- exact laws -------------------------------------------------------
+    def law(self, *, max_entries: int = DEFAULT_MAX_ENTRIES) -> np.ndarray:
+        """Float64 probabilities of all ``V**L`` sequences, lexicographic order.
+
+        Shape ``batch_shape + (V**L,)``.  Refused with
+        :class:`~arprob.errors.EnumerationTooLargeError` when
+        ``prod(batch_shape) * V**L`` exceeds ``max_entries``.
+        """
+        if not is_concrete(self):
+            raise TypeError(f"{type(self).__name__}.law() needs concrete parameters, not tracers")
+        batch = int(np.prod(self.batch_shape)) if self.batch_shape else 1
+        from arprob._validation import check_enumeration
+
+        check_enumeration(type(self).__name__ + ".law", self.vocab_size, self.length,
+                          factor=batch, max_entries=max_entries)
+        sequences = all_sequences(self.vocab_size, self.length, max_entries=max_entries * 8)
+        law = self._law_from_sequences(sequences)
+        return law
+
+    def conditionals(self):
+        """This model as a :class:`~arprob.Conditionals` family (exact)."""
+        from arprob.conditionals import exact
+
+        return exact(self)
+
+    def _batch_keys(self, key, sample_shape):
+        import jax
+
+        shape = tuple(sample_shape) + self.batch_shape
+        count = int(np.prod(shape)) if shape else 1
+        return jax.random.split(key, count), shape

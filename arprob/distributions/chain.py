@@ -1,0 +1,259 @@
+r"""Finite-context chain models: :class:`MarkovChain` and :class:`NGram`.
+
+Both are the same object underneath: a table ``p(x_t = v | w_{t-1})`` indexed
+by the window :math:`w_{t-1}` of the previous :math:`K` tokens (beginning-of-
+sequence id :math:`V` before the start), so that
+
+.. math::
+
+    p(x) = \prod_{t=0}^{L-1} p(x_t \mid x_{t-K}, \dots, x_{t-1}).
+
+Marginals and conditionals on any observed subset are computed by
+forward-backward over windows (:mod:`arprob.inference.chain`): cost
+:math:`O(L (V+1)^K V)`, so lengths in the thousands are fine.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from arprob._random import categorical
+from arprob._validation import check_positive_int, check_probs, check_shape, is_concrete
+from arprob.distributions.base import SequenceDistribution
+from arprob.errors import InvalidProbabilityError, ShapeError
+from arprob.inference.chain import (
+    chain_conditional_logits,
+    chain_log_prob,
+    chain_marginal_log_prob,
+    next_window_index,
+    start_window_index,
+)
+
+
+def reachable_windows(vocab_size: int, context_size: int) -> np.ndarray:
+    """Bool mask over the ``(V+1)**K`` windows: BOS ids only as a leading run."""
+    mask = np.zeros((vocab_size + 1) ** context_size, dtype=bool)
+    base = vocab_size + 1
+    for num_bos in range(context_size + 1):
+        for tokens in itertools.product(range(vocab_size), repeat=context_size - num_bos):
+            index = 0
+            for token in (vocab_size,) * num_bos + tokens:
+                index = index * base + token
+            mask[index] = True
+    return mask
+
+
+class _ChainModel(SequenceDistribution):
+    """Shared implementation over a flattened window table ``log_table (..., W, V)``."""
+
+    pytree_data_fields = ("log_table",)
+    pytree_aux_fields = ("context_size",)
+
+    def _setup(self, log_table, vocab_size, length, context_size, batch_shape, validate_args):
+        self.context_size = int(context_size)
+        self.log_table = log_table
+        super().__init__(vocab_size, length, batch_shape, validate_args=validate_args)
+
+    def _kernel_kwargs(self):
+        return dict(vocab_size=self.vocab_size, context_size=self.context_size)
+
+    def log_prob(self, value):
+        value = self._check_clean(value, "value").astype(jnp.int32)
+        kwargs = self._kernel_kwargs()
+        return jnp.vectorize(lambda table, x: chain_log_prob(table, x, **kwargs),
+                             signature="(w,v),(l)->()")(self.log_table, value)
+
+    def marginal_log_prob(self, x, observed):
+        r""":math:`\log p(x_S)` by the forward pass with evidence on :math:`S`."""
+        x, observed = self._check_partial(x, observed)
+        kwargs = self._kernel_kwargs()
+        return jnp.vectorize(lambda t, xi, oi: chain_marginal_log_prob(t, xi, oi, **kwargs),
+                             signature="(w,v),(l),(l)->()")(self.log_table, x, observed)
+
+    def conditional_logits(self, x, observed):
+        r""":math:`\log p(x_i = v \mid x_{S \setminus \{i\}})` by forward-backward, ``(..., L, V)``."""
+        x, observed = self._check_partial(x, observed)
+        kwargs = self._kernel_kwargs()
+        return jnp.vectorize(lambda t, xi, oi: chain_conditional_logits(t, xi, oi, **kwargs),
+                             signature="(w,v),(l),(l)->(l,v)")(self.log_table, x, observed)
+
+    def sample(self, key, sample_shape=()):
+        shape = tuple(sample_shape) + self.batch_shape
+        count = int(np.prod(shape)) if shape else 1
+        keys = jax.random.split(key, count)
+        next_index = jnp.asarray(next_window_index(self.vocab_size, self.context_size))
+        start = start_window_index(self.vocab_size, self.context_size)
+        length = self.length
+
+        def single(key, table):
+            def step(window, key_t):
+                token = categorical(key_t, table[window])
+                return next_index[window, token], token
+
+            _, tokens = jax.lax.scan(step, jnp.int32(start), jax.random.split(key, length))
+            return tokens.astype(jnp.int32)
+
+        if self.batch_shape:
+            tables = jnp.broadcast_to(self.log_table, shape + self.log_table.shape[-2:])
+            tokens = jax.vmap(single)(keys, tables.reshape((count,) + self.log_table.shape[-2:]))
+        else:
+            tokens = jax.vmap(single, in_axes=(0, None))(keys, self.log_table)
+        return tokens.reshape(shape + (length,))
+
+    def _law_from_sequences(self, sequences):
+        table = np.asarray(self.log_table, dtype=np.float64)
+        base = self.vocab_size + 1
+        padded = np.concatenate(
+            [np.full((sequences.shape[0], self.context_size), self.vocab_size), sequences], axis=1
+        )
+        log_law = np.zeros(table.shape[:-2] + (sequences.shape[0],))
+        for t in range(self.length):
+            window = np.zeros(sequences.shape[0], dtype=np.int64)
+            for j in range(self.context_size):
+                window = window * base + padded[:, t + j]
+            log_law = log_law + table[..., window, sequences[:, t]]
+        return np.exp(log_law)
+
+    def next_token_probs(self, context=()):
+        """``p(x_t = . | previous tokens)`` for a context of up to ``K`` tokens (numpy)."""
+        base = self.vocab_size + 1
+        context = list(context)[-self.context_size :] if self.context_size else []
+        window = [self.vocab_size] * (self.context_size - len(context)) + context
+        index = 0
+        for token in window:
+            index = index * base + int(token)
+        return np.exp(np.asarray(self.log_table, dtype=np.float64)[..., index, :])
+
+
+class MarkovChain(_ChainModel):
+    r"""A first-order Markov chain of ``length`` tokens.
+
+    .. math::
+
+        p(x) = \pi(x_0) \prod_{t=1}^{L-1} P(x_{t-1}, x_t).
+
+    Parameters
+    ----------
+    initial_probs
+        :math:`\pi`, shape ``(..., V)``.
+    transition_probs
+        :math:`P`, shape ``(..., V, V)``; row ``a`` is the law of the next token after ``a``.
+    length
+        Sequence length :math:`L` (thousands are fine).
+    """
+
+    pytree_data_fields = ("initial_probs", "transition_probs")
+
+    def __init__(self, initial_probs, transition_probs, length: int, *, validate_args=None):
+        owner = "MarkovChain"
+        length = check_positive_int(owner, "length", length)
+        checks = validate_args is not False
+        if np.ndim(initial_probs) < 1:
+            raise ShapeError(f"{owner}: initial_probs has shape {np.shape(initial_probs)}, expected (..., V)")
+        vocab_size = int(np.shape(initial_probs)[-1])
+        if vocab_size < 2:
+            raise ShapeError(f"{owner}: initial_probs has {vocab_size} entries, expected V >= 2")
+        if checks:
+            check_shape(owner, "transition_probs", transition_probs, (vocab_size, vocab_size))
+            check_probs(owner, "initial_probs", initial_probs)
+            check_probs(owner, "transition_probs", transition_probs)
+        initial = jnp.asarray(initial_probs)
+        transition = jnp.asarray(transition_probs)
+        dtype = jnp.result_type(initial.dtype, transition.dtype, float)
+        initial, transition = initial.astype(dtype), transition.astype(dtype)
+        batch_shape = jnp.broadcast_shapes(initial.shape[:-1], transition.shape[:-2])
+        self.initial_probs = initial
+        self.transition_probs = transition
+        rows = jnp.concatenate(
+            [jnp.broadcast_to(transition, batch_shape + (vocab_size, vocab_size)),
+             jnp.broadcast_to(initial, batch_shape + (vocab_size,))[..., None, :]], axis=-2
+        )
+        self._setup(jnp.log(rows), vocab_size, length, 1, batch_shape, validate_args)
+
+    @classmethod
+    def random(cls, key, length: int, vocab_size: int, concentration: float = 1.0) -> "MarkovChain":
+        """Initial law and transition rows drawn from a symmetric Dirichlet."""
+        key_initial, key_transition = jax.random.split(key)
+        shape = (vocab_size + 1, vocab_size)
+        rows = jax.nn.softmax(jax.random.loggamma(key_transition, concentration, shape), axis=-1)
+        rows = rows.at[-1].set(jax.nn.softmax(jax.random.loggamma(key_initial, concentration, (vocab_size,))))
+        return cls(rows[-1], rows[:-1], length)
+
+    def __repr__(self):
+        return (f"MarkovChain(vocab_size={self.vocab_size}, length={self.length}, "
+                f"batch_shape={self.batch_shape})")
+
+
+class NGram(_ChainModel):
+    r"""A context-:math:`K` next-token model ("an LLM with context window K").
+
+    .. math::
+
+        p(x) = \prod_{t=0}^{L-1} p(x_t \mid x_{t-K}, \dots, x_{t-1}),
+
+    with positions before the start filled by the beginning-of-sequence id
+    :math:`V`.  ``table[c_1, ..., c_K, v] = p(x_t = v | x_{t-K} = c_1, ..., x_{t-1} = c_K)``.
+
+    Parameters
+    ----------
+    table
+        Shape ``batch_shape + (V+1,)*K + (V,)``; each reachable context row
+        (BOS ids only as a leading run) sums to one.  Unreachable rows are never
+        used and may hold anything finite or not.
+    length
+        Sequence length :math:`L`.
+    context_size
+        :math:`K`.  Default: every axis but the last is a context axis (no batch).
+    """
+
+    pytree_data_fields = ("table",)
+
+    def __init__(self, table, length: int, *, context_size: int | None = None, validate_args=None):
+        owner = "NGram"
+        length = check_positive_int(owner, "length", length)
+        ndim = np.ndim(table)
+        if ndim < 2:
+            raise ShapeError(f"{owner}: table has shape {np.shape(table)}, expected (V+1,)*K + (V,) with K >= 1")
+        if context_size is None:
+            context_size = ndim - 1
+        context_size = check_positive_int(owner, "context_size", context_size)
+        shape = np.shape(table)
+        vocab_size = int(shape[-1])
+        expected = (vocab_size + 1,) * context_size + (vocab_size,)
+        if ndim < context_size + 1 or tuple(shape[ndim - context_size - 1 :]) != expected:
+            raise ShapeError(
+                f"{owner}: table has shape {shape}, expected (..., {', '.join(map(str, expected))}) "
+                f"for vocab_size={vocab_size} and context_size={context_size} "
+                f"(index {vocab_size} along a context axis is the beginning-of-sequence padding)"
+            )
+        batch_shape = tuple(shape[: ndim - context_size - 1])
+        num_windows = (vocab_size + 1) ** context_size
+        reachable = reachable_windows(vocab_size, context_size)
+        flat = jnp.asarray(table)
+        flat = flat.astype(jnp.result_type(flat.dtype, float)).reshape(batch_shape + (num_windows, vocab_size))
+        if validate_args is not False and is_concrete(table):
+            rows = np.asarray(flat)[..., reachable, :]
+            try:
+                check_probs(owner, "table", rows)
+            except InvalidProbabilityError as error:
+                raise InvalidProbabilityError(str(error) + " (checked on reachable context rows)") from None
+        self.table = jnp.asarray(table)
+        uniform = jnp.full_like(flat, 1.0 / vocab_size)
+        flat = jnp.where(jnp.asarray(reachable)[:, None], flat, uniform)
+        self._setup(jnp.log(flat), vocab_size, length, context_size, batch_shape, validate_args)
+
+    @classmethod
+    def random(cls, key, length: int, vocab_size: int, context_size: int,
+               concentration: float = 1.0) -> "NGram":
+        """Every context row drawn from a symmetric Dirichlet(``concentration``)."""
+        shape = (vocab_size + 1,) * context_size + (vocab_size,)
+        table = jax.nn.softmax(jax.random.loggamma(key, concentration, shape), axis=-1)
+        return cls(table, length, context_size=context_size)
+
+    def __repr__(self):
+        return (f"NGram(vocab_size={self.vocab_size}, context_size={self.context_size}, "
+                f"length={self.length}, batch_shape={self.batch_shape})")

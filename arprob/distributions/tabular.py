@@ -1,0 +1,164 @@
+r"""An arbitrary joint law over :math:`V^L` sequences, stored as a table."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.special import logsumexp
+
+from arprob._enumerate import all_sequences, sequence_index
+from arprob._random import categorical
+from arprob._validation import check_logits, check_probs, check_positive_int, is_concrete
+from arprob.errors import ShapeError
+from arprob.distributions.base import SequenceDistribution
+from arprob.inference.chain import normalize_or_uniform
+
+
+class TabularJoint(SequenceDistribution):
+    r"""Any joint law :math:`p(x_0, \dots, x_{L-1})` given as a ``(V,)*L`` table.
+
+    The most general exact model: every marginal and conditional is computed by
+    summation over the table,
+
+    .. math::
+
+        p(x_S) = \sum_{y:\, y_S = x_S} p(y), \qquad
+        p(x_i = v \mid x_{S \setminus \{i\}}) =
+        \frac{p(x_{S\setminus\{i\}}, x_i = v)}{p(x_{S\setminus\{i\}})},
+
+    at cost :math:`O(V^L L)` per query, so it is meant for small spaces
+    (the ground truth that tests and examples hold samplers against).
+
+    Parameters
+    ----------
+    probs, logits
+        Exactly one.  ``probs`` has shape ``batch_shape + (V,)*L`` and sums to
+        one over the last ``L`` axes; ``logits`` are unnormalized log-weights of
+        the same shape (normalized here).
+    length
+        Number of trailing axes that form one sequence.  Default: all axes
+        (no batch); pass it to give a batch of joints.
+    validate_args
+        arprob checks concrete arguments unless this is ``False``.
+    """
+
+    pytree_data_fields = ("logits",)
+
+    def __init__(self, probs=None, logits=None, *, length: int | None = None, validate_args=None):
+        owner = "TabularJoint"
+        if (probs is None) == (logits is None):
+            raise TypeError(f"{owner}: pass exactly one of probs=... or logits=..., got "
+                            f"{'both' if probs is not None else 'neither'}")
+        table = probs if probs is not None else logits
+        ndim = np.ndim(table)
+        if length is None:
+            length = ndim
+        length = check_positive_int(owner, "length", length)
+        if ndim < length:
+            raise ShapeError(f"{owner}: table has {ndim} axes, expected at least length={length}")
+        event = np.shape(table)[ndim - length :]
+        if len(set(event)) != 1 or event[0] < 2:
+            raise ShapeError(
+                f"{owner}: the last {length} axes have sizes {event}, expected ({'V, ' * length}) "
+                "with one vocabulary size V >= 2 (pass length=... if leading axes are a batch)"
+            )
+        vocab_size = int(event[0])
+        checks = validate_args is not False
+        if probs is not None:
+            if checks:
+                check_probs(owner, "probs", probs, num_axes=length)
+            probs = jnp.asarray(probs)
+            if not jnp.issubdtype(probs.dtype, jnp.floating):
+                probs = probs.astype(jnp.result_type(float))
+            self.logits = jnp.log(probs)
+        else:
+            if checks:
+                check_logits(owner, "logits", logits, num_axes=length)
+            logits = jnp.asarray(logits)
+            if not jnp.issubdtype(logits.dtype, jnp.floating):
+                logits = logits.astype(jnp.result_type(float))
+            axes = tuple(range(ndim - length, ndim))
+            self.logits = logits - logsumexp(logits, axis=axes, keepdims=True)
+        super().__init__(vocab_size, length, np.shape(table)[: ndim - length],
+                         validate_args=validate_args)
+
+    @classmethod
+    def random(cls, key, length: int, vocab_size: int, concentration: float = 1.0,
+               *, batch_shape=()) -> "TabularJoint":
+        r"""A joint drawn from a symmetric Dirichlet(``concentration``) over :math:`V^L` cells.
+
+        Small ``concentration`` gives peaked laws (a few sequences carry most
+        mass), large gives near-uniform ones.  Drawn through log-gamma variates
+        so that tiny concentrations do not underflow to exact zeros.
+        """
+        length = check_positive_int("TabularJoint.random", "length", length)
+        vocab_size = check_positive_int("TabularJoint.random", "vocab_size", vocab_size, minimum=2)
+        if not concentration > 0:
+            raise ValueError(f"TabularJoint.random: concentration must be > 0, got {concentration}")
+        shape = tuple(batch_shape) + (vocab_size,) * length
+        log_gammas = jax.random.loggamma(key, concentration, shape)
+        return cls(logits=log_gammas, length=length)
+
+    @property
+    def probs(self):
+        return jnp.exp(self.logits)
+
+    def _flat_logits(self):
+        return self.logits.reshape(self.batch_shape + (self.vocab_size**self.length,))
+
+    def log_prob(self, value):
+        value = self._check_clean(value, "value")
+        index = sequence_index(value, self.vocab_size)
+        return jnp.vectorize(lambda table, i: table[i], signature="(n),()->()")(
+            self._flat_logits(), index
+        )
+
+    def sample(self, key, sample_shape=()):
+        flat = self._flat_logits()
+        shape = tuple(sample_shape) + self.batch_shape
+        index = categorical(key, jnp.broadcast_to(flat, shape + flat.shape[-1:]))
+        powers = self.vocab_size ** np.arange(self.length - 1, -1, -1)
+        return ((index[..., None] // jnp.asarray(powers)) % self.vocab_size).astype(jnp.int32)
+
+    def _enumerated(self):
+        return jnp.asarray(all_sequences(self.vocab_size, self.length))
+
+    def marginal_log_prob(self, x, observed):
+        r""":math:`\log p(x_S)` by summation over the table; ``observed`` marks :math:`S`."""
+        x, observed = self._check_partial(x, observed)
+        sequences = self._enumerated()
+
+        def single(table, tokens, mask):
+            match = jnp.all(jnp.where(mask, sequences == tokens, True), axis=-1)
+            return logsumexp(jnp.where(match, table, -jnp.inf))
+
+        return jnp.vectorize(single, signature="(n),(l),(l)->()")(self._flat_logits(), x, observed)
+
+    def conditional_logits(self, x, observed):
+        r""":math:`\log p(x_i = v \mid x_{S\setminus\{i\}})` for all i, v; shape ``(..., L, V)``."""
+        x, observed = self._check_partial(x, observed)
+        sequences = self._enumerated()
+        one_hot = jax.nn.one_hot(sequences, self.vocab_size, dtype=self.logits.dtype)  # (N, L, V)
+        not_self = ~jnp.eye(self.length, dtype=bool)
+
+        def single(table, tokens, mask):
+            context = mask[None, :] & not_self  # (L_i, L_j)
+            agree = sequences == tokens  # (N, L_j)
+            match = jnp.all(jnp.where(context[:, None, :], agree[None], True), axis=-1)  # (L_i, N)
+            shift = jnp.max(table)
+            weights = jnp.where(match, jnp.exp(table - shift)[None, :], 0.0)
+            mass = jnp.einsum("in,niv->iv", weights, one_hot)
+            return normalize_or_uniform(jnp.log(mass) + shift)
+
+        return jnp.vectorize(single, signature="(n),(l),(l)->(l,v)")(self._flat_logits(), x, observed)
+
+    def _law_from_sequences(self, sequences):
+        logits = np.asarray(self.logits, dtype=np.float64)
+        flat = logits.reshape(self.batch_shape + (-1,))
+        law = np.exp(flat - np.max(flat, axis=-1, keepdims=True))
+        return law / law.sum(axis=-1, keepdims=True)
+
+    def __repr__(self):
+        return (f"TabularJoint(vocab_size={self.vocab_size}, length={self.length}, "
+                f"batch_shape={self.batch_shape})")

@@ -1,0 +1,147 @@
+r"""Forward-backward with partial evidence over a finite-context chain.
+
+A context-:math:`K` next-token model over vocabulary :math:`V` is a Markov chain
+on *windows* :math:`w_t = (x_{t-K+1}, \dots, x_t)` of the last :math:`K` tokens,
+where positions before the start hold the beginning-of-sequence id :math:`V`.
+Windows are indexed in base :math:`V+1`, most significant token first, so the
+``(V+1)**K`` windows index the rows of the flattened table
+``log_table[w, v] = log p(x_t = v | w_{t-1} = w)``.  A first-order Markov chain
+is the case :math:`K = 1` whose row :math:`V` is the initial law.
+
+With evidence on a subset :math:`S` of positions (``observed``), the forward
+variables are
+
+.. math::
+
+    \alpha_t(w) = \log p(x_{S \cap [0, t]},\, w_t = w), \qquad
+    \beta_t(w) = \log p(x_{S \cap (t, L)} \mid w_t = w),
+
+so that :math:`\log p(x_S) = \operatorname{logsumexp}_w \alpha_{L-1}(w)` and
+
+.. math::
+
+    p(x_i = v \mid x_{S \setminus \{i\}}) \propto
+    \sum_w e^{\alpha_{i-1}(w)}\, p(v \mid w)\, e^{\beta_i(\mathrm{next}(w, v))}.
+
+Each function here is for one sequence and one parameter set; batching is done
+by the callers with ``jnp.vectorize``.  Cost: :math:`O(L (V+1)^K V)` time.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.special import logsumexp
+
+
+def next_window_index(vocab_size: int, context_size: int) -> np.ndarray:
+    """``next[w, v]``: index of the window after emitting ``v`` from window ``w``."""
+    base = vocab_size + 1
+    num_windows = base**context_size
+    rest = np.arange(num_windows) % (base ** (context_size - 1))
+    return (rest[:, None] * base + np.arange(vocab_size)[None, :]).astype(np.int32)
+
+
+def start_window_index(vocab_size: int, context_size: int) -> int:
+    """Index of the all-BOS window that precedes the first token."""
+    base = vocab_size + 1
+    return int(sum(vocab_size * base**j for j in range(context_size)))
+
+
+def window_indices(tokens, vocab_size: int, context_size: int):
+    """Index of the window *preceding* each position, shape ``(..., L)``."""
+    base = vocab_size + 1
+    padded = jnp.concatenate(
+        [jnp.full(tokens.shape[:-1] + (context_size,), vocab_size, tokens.dtype), tokens], axis=-1
+    )
+    length = tokens.shape[-1]
+    index = jnp.zeros(tokens.shape, jnp.int32)
+    for j in range(context_size):
+        index = index * base + padded[..., j : j + length].astype(jnp.int32)
+    return index
+
+
+def chain_log_prob(log_table, tokens, *, vocab_size: int, context_size: int):
+    r"""Log-likelihood :math:`\sum_t \log p(x_t \mid w_{t-1})` of full sequences."""
+    windows = window_indices(tokens, vocab_size, context_size)
+    return jnp.take_along_axis(log_table[windows], tokens[..., None].astype(jnp.int32), axis=-1)[
+        ..., 0
+    ].sum(axis=-1)
+
+
+def _evidence(tokens, observed, vocab_size: int):
+    """Log evidence ``e_t(v)``: 0 where v agrees with an observed token, else -inf."""
+    hit = jax.nn.one_hot(tokens, vocab_size, dtype=bool)
+    allowed = jnp.where(observed[:, None], hit, True)
+    return jnp.where(allowed, 0.0, -jnp.inf)
+
+
+def _forward(log_table, evidence, *, vocab_size: int, context_size: int):
+    """All forward variables, shape ``(L, W)`` (``alpha[t]`` includes evidence at t)."""
+    base = vocab_size + 1
+    num_windows = log_table.shape[0]
+    rest = num_windows // base
+    dtype = log_table.dtype
+    alpha0 = jnp.full((num_windows,), -jnp.inf, dtype).at[start_window_index(vocab_size, context_size)].set(0.0)
+    bos_column = jnp.full((rest, 1), -jnp.inf, dtype)
+
+    def step(alpha, evidence_t):
+        joint = alpha[:, None] + log_table + evidence_t[None, :]  # (W, V)
+        merged = logsumexp(joint.reshape(base, rest, vocab_size), axis=0)  # (rest, V)
+        new = jnp.concatenate([merged, bos_column], axis=1).reshape(num_windows)
+        return new, new
+
+    _, alphas = jax.lax.scan(step, alpha0, evidence)
+    return alphas
+
+
+def _backward(log_table, evidence, next_index, *, num_windows: int):
+    """All backward variables, shape ``(L, W)``; ``beta[L-1] = 0``."""
+    dtype = log_table.dtype
+
+    def step(beta, evidence_next):
+        new = logsumexp(log_table + evidence_next[None, :] + beta[next_index], axis=1)
+        return new, new
+
+    last = jnp.zeros((num_windows,), dtype)
+    _, betas = jax.lax.scan(step, last, evidence[1:], reverse=True)
+    return jnp.concatenate([betas, last[None]], axis=0)
+
+
+def chain_marginal_log_prob(log_table, tokens, observed, *, vocab_size: int, context_size: int):
+    r""":math:`\log p(x_S)` for one sequence; ``observed`` marks :math:`S`."""
+    evidence = _evidence(tokens, observed, vocab_size).astype(log_table.dtype)
+    alphas = _forward(log_table, evidence, vocab_size=vocab_size, context_size=context_size)
+    return logsumexp(alphas[-1])
+
+
+def chain_conditional_logits(log_table, tokens, observed, *, vocab_size: int, context_size: int):
+    r"""Normalized :math:`\log p(x_i = v \mid x_{S\setminus\{i\}})`, shape ``(L, V)``.
+
+    A conditioning event of probability zero has no conditional; arprob returns
+    the uniform law there (documented convention) so that no NaN escapes.
+    """
+    num_windows = log_table.shape[0]
+    evidence = _evidence(tokens, observed, vocab_size).astype(log_table.dtype)
+    next_index = jnp.asarray(next_window_index(vocab_size, context_size))
+    alphas = _forward(log_table, evidence, vocab_size=vocab_size, context_size=context_size)
+    betas = _backward(log_table, evidence, next_index, num_windows=num_windows)
+    start = jnp.full((1, num_windows), -jnp.inf, log_table.dtype).at[
+        0, start_window_index(vocab_size, context_size)
+    ].set(0.0)
+    previous = jnp.concatenate([start, alphas[:-1]], axis=0)  # alpha_{i-1}, (L, W)
+    # joint[i, w, v] = alpha_{i-1}(w) + log p(v | w) + beta_i(next(w, v))
+    joint = previous[:, :, None] + log_table[None] + betas[:, next_index]
+    unnormalized = logsumexp(joint, axis=1)  # (L, V)
+    return normalize_or_uniform(unnormalized)
+
+
+def normalize_or_uniform(unnormalized):
+    """Log-normalize the last axis; rows that are all -inf become uniform."""
+    total = logsumexp(unnormalized, axis=-1, keepdims=True)
+    impossible = jnp.isneginf(total)
+    vocab_size = unnormalized.shape[-1]
+    uniform = jnp.full_like(unnormalized, -jnp.log(vocab_size))
+    safe_total = jnp.where(impossible, 0.0, total)
+    return jnp.where(impossible, uniform, unnormalized - safe_total)

@@ -1,0 +1,1 @@
+"""Verification: distances between laws, goodness-of-fit, planning, check."""
