@@ -86,6 +86,19 @@ class SequenceDistribution(Distribution):
         law = self._law_from_sequences(sequences)
         return law
 
+    def prefix_conditional_logits(self, x):
+        r"""Next-token log-probabilities :math:`\log p(x_t = v \mid x_{<t})`, shape ``(..., L, V)``.
+
+        The left-to-right chain-rule factors (used by the Rosenblatt test in
+        :func:`arprob.verify.check`).  Generic version: one any-subset query per
+        position with the prefix observed.
+        """
+        x = self._check_clean(x)
+        prefix = jnp.tril(jnp.ones((self.length, self.length), bool), k=-1)  # [t, j]: j < t
+        logits = self.conditional_logits(jnp.asarray(x)[..., None, :], prefix)  # (..., L_t, L, V)
+        index = jnp.arange(self.length)
+        return logits[..., index, index, :]
+
     def conditionals(self):
         """This model as a :class:`~arprob.Conditionals` family (exact)."""
         from arprob.conditionals import exact

@@ -31,6 +31,7 @@ from arprob.inference.chain import (
     chain_marginal_log_prob,
     next_window_index,
     start_window_index,
+    window_indices,
 )
 
 
@@ -62,6 +63,7 @@ class _ChainModel(SequenceDistribution):
         return dict(vocab_size=self.vocab_size, context_size=self.context_size)
 
     def log_prob(self, value):
+        """:math:`\\sum_t \\log p(x_t \\mid x_{t-K:t})` by table look-up; ``value`` has shape ``(..., L)``."""
         value = self._check_clean(value, "value").astype(jnp.int32)
         kwargs = self._kernel_kwargs()
         return jnp.vectorize(lambda table, x: chain_log_prob(table, x, **kwargs),
@@ -81,7 +83,14 @@ class _ChainModel(SequenceDistribution):
         return jnp.vectorize(lambda t, xi, oi: chain_conditional_logits(t, xi, oi, **kwargs),
                              signature="(w,v),(l),(l)->(l,v)")(self.log_table, x, observed)
 
+    def prefix_conditional_logits(self, x):
+        r""":math:`\log p(x_t = v \mid x_{<t})`, shape ``(..., L, V)``: rows of the table."""
+        x = self._check_clean(x).astype(jnp.int32)
+        windows = window_indices(x, self.vocab_size, self.context_size)
+        return jnp.vectorize(lambda table, w: table[w], signature="(w,v),(l)->(l,v)")(self.log_table, windows)
+
     def sample(self, key, sample_shape=()):
+        """Ancestral draws of shape ``sample_shape + batch_shape + (L,)`` (a ``lax.scan`` over time)."""
         shape = tuple(sample_shape) + self.batch_shape
         count = int(np.prod(shape)) if shape else 1
         keys = jax.random.split(key, count)

@@ -9,7 +9,7 @@ from jax.scipy.special import logsumexp
 
 from arprob._enumerate import all_sequences, sequence_index
 from arprob._random import categorical
-from arprob._validation import check_logits, check_probs, check_positive_int, is_concrete
+from arprob._validation import check_enumeration, check_logits, check_positive_int, check_probs
 from arprob.errors import ShapeError
 from arprob.distributions.base import SequenceDistribution
 from arprob.inference.chain import normalize_or_uniform
@@ -96,6 +96,8 @@ class TabularJoint(SequenceDistribution):
         vocab_size = check_positive_int("TabularJoint.random", "vocab_size", vocab_size, minimum=2)
         if not concentration > 0:
             raise ValueError(f"TabularJoint.random: concentration must be > 0, got {concentration}")
+        batch = int(np.prod(batch_shape)) if batch_shape else 1
+        check_enumeration("TabularJoint.random", vocab_size, length, factor=batch, what="the table")
         shape = tuple(batch_shape) + (vocab_size,) * length
         log_gammas = jax.random.loggamma(key, concentration, shape)
         return cls(logits=log_gammas, length=length)
@@ -108,6 +110,7 @@ class TabularJoint(SequenceDistribution):
         return self.logits.reshape(self.batch_shape + (self.vocab_size**self.length,))
 
     def log_prob(self, value):
+        """:math:`\\log p(x)` by table look-up; ``value`` has shape ``(..., L)``."""
         value = self._check_clean(value, "value")
         index = sequence_index(value, self.vocab_size)
         return jnp.vectorize(lambda table, i: table[i], signature="(n),()->()")(
@@ -115,6 +118,7 @@ class TabularJoint(SequenceDistribution):
         )
 
     def sample(self, key, sample_shape=()):
+        """Draw sequences of shape ``sample_shape + batch_shape + (L,)`` (one categorical draw each)."""
         flat = self._flat_logits()
         shape = tuple(sample_shape) + self.batch_shape
         index = categorical(key, jnp.broadcast_to(flat, shape + flat.shape[-1:]))

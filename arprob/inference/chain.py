@@ -70,50 +70,64 @@ def chain_log_prob(log_table, tokens, *, vocab_size: int, context_size: int):
     ].sum(axis=-1)
 
 
-def _evidence(tokens, observed, vocab_size: int):
-    """Log evidence ``e_t(v)``: 0 where v agrees with an observed token, else -inf."""
+def _evidence(tokens, observed, vocab_size: int, dtype):
+    """Evidence ``e_t(v)``: 1 where v agrees with an observed token (or t is unobserved), else 0."""
     hit = jax.nn.one_hot(tokens, vocab_size, dtype=bool)
-    allowed = jnp.where(observed[:, None], hit, True)
-    return jnp.where(allowed, 0.0, -jnp.inf)
+    return jnp.where(observed[:, None], hit, True).astype(dtype)
 
 
-def _forward(log_table, evidence, *, vocab_size: int, context_size: int):
-    """All forward variables, shape ``(L, W)`` (``alpha[t]`` includes evidence at t)."""
+def _safe_normalize(vector):
+    """``(vector / sum, log sum)``; an all-zero vector stays zero with log sum -inf."""
+    total = jnp.sum(vector)
+    positive = total > 0
+    return jnp.where(positive, vector / jnp.where(positive, total, 1.0), 0.0), jnp.where(
+        positive, jnp.log(jnp.where(positive, total, 1.0)), -jnp.inf
+    )
+
+
+def _forward(table, evidence, *, vocab_size: int, context_size: int):
+    """Scaled forward pass: normalized ``a[t] ∝ exp(alpha_t)`` (L, W) and ``log c[t]`` (L,).
+
+    ``alpha_t = log a[t] + sum_{s <= t} log c[s]``; working with normalized
+    probabilities instead of log-sum-exp keeps float64's relative precision and
+    avoids a transcendental per entry.
+    """
     base = vocab_size + 1
-    num_windows = log_table.shape[0]
+    num_windows = table.shape[0]
     rest = num_windows // base
-    dtype = log_table.dtype
-    alpha0 = jnp.full((num_windows,), -jnp.inf, dtype).at[start_window_index(vocab_size, context_size)].set(0.0)
-    bos_column = jnp.full((rest, 1), -jnp.inf, dtype)
+    a0 = jnp.zeros((num_windows,), table.dtype).at[start_window_index(vocab_size, context_size)].set(1.0)
+    bos_column = jnp.zeros((rest, 1), table.dtype)
 
-    def step(alpha, evidence_t):
-        joint = alpha[:, None] + log_table + evidence_t[None, :]  # (W, V)
-        merged = logsumexp(joint.reshape(base, rest, vocab_size), axis=0)  # (rest, V)
+    def step(a, evidence_t):
+        joint = a[:, None] * table * evidence_t[None, :]  # (W, V)
+        merged = joint.reshape(base, rest, vocab_size).sum(axis=0)  # (rest, V)
         new = jnp.concatenate([merged, bos_column], axis=1).reshape(num_windows)
+        new, log_c = _safe_normalize(new)
+        return new, (new, log_c)
+
+    _, (scaled, log_c) = jax.lax.scan(step, a0, evidence)
+    return scaled, log_c
+
+
+def _backward(table, evidence, next_index, *, num_windows: int):
+    """Scaled backward pass: ``b[t] ∝ exp(beta_t)`` (L, W), ``b[L-1] = 1``."""
+
+    def step(b, evidence_next):
+        new = jnp.sum(table * evidence_next[None, :] * b[next_index], axis=1)
+        new, _ = _safe_normalize(new)
         return new, new
 
-    _, alphas = jax.lax.scan(step, alpha0, evidence)
-    return alphas
-
-
-def _backward(log_table, evidence, next_index, *, num_windows: int):
-    """All backward variables, shape ``(L, W)``; ``beta[L-1] = 0``."""
-    dtype = log_table.dtype
-
-    def step(beta, evidence_next):
-        new = logsumexp(log_table + evidence_next[None, :] + beta[next_index], axis=1)
-        return new, new
-
-    last = jnp.zeros((num_windows,), dtype)
-    _, betas = jax.lax.scan(step, last, evidence[1:], reverse=True)
-    return jnp.concatenate([betas, last[None]], axis=0)
+    last = jnp.ones((num_windows,), table.dtype)
+    _, scaled = jax.lax.scan(step, last, evidence[1:], reverse=True)
+    return jnp.concatenate([scaled, last[None]], axis=0)
 
 
 def chain_marginal_log_prob(log_table, tokens, observed, *, vocab_size: int, context_size: int):
     r""":math:`\log p(x_S)` for one sequence; ``observed`` marks :math:`S`."""
-    evidence = _evidence(tokens, observed, vocab_size).astype(log_table.dtype)
-    alphas = _forward(log_table, evidence, vocab_size=vocab_size, context_size=context_size)
-    return logsumexp(alphas[-1])
+    table = jnp.exp(log_table)
+    evidence = _evidence(tokens, observed, vocab_size, table.dtype)
+    _, log_c = _forward(table, evidence, vocab_size=vocab_size, context_size=context_size)
+    return jnp.sum(log_c)
 
 
 def chain_conditional_logits(log_table, tokens, observed, *, vocab_size: int, context_size: int):
@@ -122,19 +136,17 @@ def chain_conditional_logits(log_table, tokens, observed, *, vocab_size: int, co
     A conditioning event of probability zero has no conditional; arprob returns
     the uniform law there (documented convention) so that no NaN escapes.
     """
-    num_windows = log_table.shape[0]
-    evidence = _evidence(tokens, observed, vocab_size).astype(log_table.dtype)
+    table = jnp.exp(log_table)
+    num_windows = table.shape[0]
+    evidence = _evidence(tokens, observed, vocab_size, table.dtype)
     next_index = jnp.asarray(next_window_index(vocab_size, context_size))
-    alphas = _forward(log_table, evidence, vocab_size=vocab_size, context_size=context_size)
-    betas = _backward(log_table, evidence, next_index, num_windows=num_windows)
-    start = jnp.full((1, num_windows), -jnp.inf, log_table.dtype).at[
-        0, start_window_index(vocab_size, context_size)
-    ].set(0.0)
-    previous = jnp.concatenate([start, alphas[:-1]], axis=0)  # alpha_{i-1}, (L, W)
-    # joint[i, w, v] = alpha_{i-1}(w) + log p(v | w) + beta_i(next(w, v))
-    joint = previous[:, :, None] + log_table[None] + betas[:, next_index]
-    unnormalized = logsumexp(joint, axis=1)  # (L, V)
-    return normalize_or_uniform(unnormalized)
+    scaled_alpha, _ = _forward(table, evidence, vocab_size=vocab_size, context_size=context_size)
+    scaled_beta = _backward(table, evidence, next_index, num_windows=num_windows)
+    start = jnp.zeros((1, num_windows), table.dtype).at[0, start_window_index(vocab_size, context_size)].set(1.0)
+    previous = jnp.concatenate([start, scaled_alpha[:-1]], axis=0)  # a_{i-1}, (L, W)
+    # mass[i, v] ∝ sum_w a_{i-1}(w) p(v | w) b_i(next(w, v)); the scale of row i cancels
+    mass = jnp.einsum("iw,wv,iwv->iv", previous, table, scaled_beta[:, next_index])
+    return normalize_or_uniform(jnp.log(mass))
 
 
 def normalize_or_uniform(unnormalized):

@@ -45,9 +45,15 @@ from arprob.errors import InvalidOrderError
 
 
 class AncestralStats(NamedTuple):
-    """Per-sample statistics of :func:`ancestral`."""
+    """Per-sample statistics of :func:`ancestral`.
 
-    nfe: jax.Array  #: network (conditional-family) evaluations per sample, shape (num_samples,)
+    Attributes
+    ----------
+    nfe
+        Network (conditional-family) evaluations per sample, shape ``(num_samples,)``.
+    """
+
+    nfe: jax.Array
 
 
 def _resolve_order(owner: str, order, length: int):

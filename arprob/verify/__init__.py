@@ -1,1 +1,29 @@
-"""Verification: distances between laws, goodness-of-fit, planning, check."""
+"""Verification: distances between laws, goodness-of-fit tests, sample-size planning and
+:func:`check`, which tells whether a sampler draws from the law it claims."""
+
+from arprob.verify.check import check, holm
+from arprob.verify.distances import chi2_divergence, hellinger, kl, tv
+from arprob.verify.gof import Counts, GofResult, gof, projected_law
+from arprob.verify.planning import detectable, plan, power_of
+from arprob.verify.report import Report, TestOutcome
+from arprob.verify.sampling import Sampler, from_law
+
+__all__ = [
+    "Counts",
+    "GofResult",
+    "Report",
+    "Sampler",
+    "TestOutcome",
+    "check",
+    "chi2_divergence",
+    "detectable",
+    "from_law",
+    "gof",
+    "hellinger",
+    "holm",
+    "kl",
+    "plan",
+    "power_of",
+    "projected_law",
+    "tv",
+]
