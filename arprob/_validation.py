@@ -14,6 +14,8 @@ import jax
 import numpy as np
 
 from arprob.errors import (
+    ArprobTypeError,
+    InvalidArgumentError,
     InvalidOrderError,
     InvalidProbabilityError,
     InvalidTokenError,
@@ -150,7 +152,7 @@ def check_mask(owner: str, name: str, observed, length: int) -> None:
     if not is_concrete(observed):
         return
     dtype = np.asarray(observed).dtype
-    if dtype != bool:
+    if dtype != np.bool_:
         raise ShapeError(
             f"{owner}: {name} has dtype {dtype}, expected a bool mask of shape (..., {length}) "
             "(True = observed)"
@@ -182,9 +184,9 @@ def check_order(owner: str, order, length: int) -> None:
 def check_positive_int(owner: str, name: str, value, minimum: int = 1) -> int:
     """Return ``value`` as an int, or raise if it is not an integer >= minimum."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{owner}: {name} must be an int, got {type(value).__name__} ({value!r})")
+        raise ArprobTypeError(f"{owner}: {name} must be an int, got {type(value).__name__} ({value!r})")
     if value < minimum:
-        raise ValueError(f"{owner}: {name} must be >= {minimum}, got {value}")
+        raise InvalidArgumentError(f"{owner}: {name} must be >= {minimum}, got {value}")
     return int(value)
 
 

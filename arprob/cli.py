@@ -16,12 +16,12 @@ def _run_check(args) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from arprob.suite import cases
+    from arprob import suite as builtin_suite
     from arprob.verify import check
 
     console = Console(width=None if sys.stdout.isatty() else 170)
     deviation = args.deviation if args.deviation is not None else (0.05 if args.quick else 0.01)
-    suite = cases(quick=args.quick)
+    suite = builtin_suite.cases(quick=args.quick)
     rows, records = [], []
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=console, transient=False) as progress:

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.tree_util import register_pytree_node_class
 
-from arprob.errors import ArprobTypeError, IncompatibleError
+from arprob.errors import ArprobTypeError, IncompatibleError, InvalidArgumentError
 
 __all__ = ["Conditionals", "ExactConditionals", "PerturbedConditionals", "as_conditionals",
            "exact", "perturbed"]
@@ -230,7 +230,7 @@ def perturbed(base, key, scale):
     base = as_conditionals(base, "perturbed")
     if isinstance(scale, (int, float)) and not isinstance(scale, bool):
         if scale < 0 or not np.isfinite(scale):
-            raise ValueError(f"perturbed: scale must be a finite number >= 0, got {scale}")
+            raise InvalidArgumentError(f"perturbed: scale must be a finite number >= 0, got {scale}")
         if scale == 0:
             return base
     if jnp.issubdtype(jnp.asarray(key).dtype, jax.dtypes.prng_key):

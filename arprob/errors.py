@@ -15,6 +15,7 @@ __all__ = [
     "ArprobWarning",
     "EnumerationTooLargeError",
     "IncompatibleError",
+    "InvalidArgumentError",
     "InvalidOrderError",
     "InvalidProbabilityError",
     "InvalidTokenError",
@@ -61,3 +62,7 @@ class ZeroProbabilityError(ArprobError, ValueError):
 
 class ArprobWarning(UserWarning):
     """Warnings arprob emits (the test suite turns them into errors)."""
+
+
+class InvalidArgumentError(ArprobError, ValueError):
+    """An argument outside its allowed range (a negative scale, alpha outside (0, 1), ...)."""

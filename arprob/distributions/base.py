@@ -25,6 +25,7 @@ from numpyro.distributions import Distribution, constraints
 
 from arprob._enumerate import all_sequences
 from arprob._validation import check_mask, check_shape, check_tokens, is_concrete
+from arprob.errors import ArprobTypeError, ShapeError
 
 DEFAULT_MAX_ENTRIES = 2**26
 
@@ -61,6 +62,14 @@ class SequenceDistribution(Distribution):
         if self._checks_on:
             check_shape(owner, "x", tokens, (self.length,))
             check_mask(owner, "observed", observed, self.length)
+            try:
+                np.broadcast_shapes(np.shape(tokens)[:-1], np.shape(observed)[:-1], self.batch_shape)
+            except ValueError:
+                raise ShapeError(
+                    f"{owner}: x has shape {np.shape(tokens)} and observed has shape {np.shape(observed)}, "
+                    f"whose batch dimensions do not broadcast together (nor with batch_shape "
+                    f"{self.batch_shape}); expected broadcastable shapes (..., {self.length})"
+                ) from None
             check_tokens(owner, "x", tokens, self.vocab_size, observed=observed)
         tokens = jnp.asarray(tokens)
         observed = jnp.asarray(observed, dtype=bool)
@@ -76,7 +85,7 @@ class SequenceDistribution(Distribution):
         ``prod(batch_shape) * V**L`` exceeds ``max_entries``.
         """
         if not is_concrete(self):
-            raise TypeError(f"{type(self).__name__}.law() needs concrete parameters, not tracers")
+            raise ArprobTypeError(f"{type(self).__name__}.law() needs concrete parameters, not tracers")
         batch = int(np.prod(self.batch_shape)) if self.batch_shape else 1
         from arprob._validation import check_enumeration
 

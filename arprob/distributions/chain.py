@@ -174,7 +174,14 @@ class MarkovChain(_ChainModel):
         transition = jnp.asarray(transition_probs)
         dtype = jnp.result_type(initial.dtype, transition.dtype, float)
         initial, transition = initial.astype(dtype), transition.astype(dtype)
-        batch_shape = jnp.broadcast_shapes(initial.shape[:-1], transition.shape[:-2])
+        try:
+            batch_shape = jnp.broadcast_shapes(initial.shape[:-1], transition.shape[:-2])
+        except ValueError:
+            raise ShapeError(
+                f"{owner}: initial_probs has shape {initial.shape} and transition_probs has shape "
+                f"{transition.shape}; their batch dimensions {initial.shape[:-1]} and {transition.shape[:-2]} "
+                "do not broadcast (expected (..., V) and (..., V, V) with broadcastable leading axes)"
+            ) from None
         self.initial_probs = initial
         self.transition_probs = transition
         rows = jnp.concatenate(
@@ -184,7 +191,7 @@ class MarkovChain(_ChainModel):
         self._setup(jnp.log(rows), vocab_size, length, 1, batch_shape, validate_args)
 
     @classmethod
-    def random(cls, key, length: int, vocab_size: int, concentration: float = 1.0) -> "MarkovChain":
+    def random(cls, key, length: int, vocab_size: int, concentration: float = 1.0) -> MarkovChain:
         """Initial law and transition rows drawn from a symmetric Dirichlet."""
         key_initial, key_transition = jax.random.split(key)
         shape = (vocab_size + 1, vocab_size)
@@ -257,7 +264,7 @@ class NGram(_ChainModel):
 
     @classmethod
     def random(cls, key, length: int, vocab_size: int, context_size: int,
-               concentration: float = 1.0) -> "NGram":
+               concentration: float = 1.0) -> NGram:
         """Every context row drawn from a symmetric Dirichlet(``concentration``)."""
         shape = (vocab_size + 1,) * context_size + (vocab_size,)
         table = jax.nn.softmax(jax.random.loggamma(key, concentration, shape), axis=-1)

@@ -10,8 +10,8 @@ from jax.scipy.special import logsumexp
 from arprob._enumerate import all_sequences, sequence_index
 from arprob._random import categorical
 from arprob._validation import check_enumeration, check_logits, check_positive_int, check_probs
-from arprob.errors import ShapeError
 from arprob.distributions.base import SequenceDistribution
+from arprob.errors import ArprobTypeError, InvalidArgumentError, ShapeError
 from arprob.inference.chain import normalize_or_uniform
 
 
@@ -48,7 +48,7 @@ class TabularJoint(SequenceDistribution):
     def __init__(self, probs=None, logits=None, *, length: int | None = None, validate_args=None):
         owner = "TabularJoint"
         if (probs is None) == (logits is None):
-            raise TypeError(f"{owner}: pass exactly one of probs=... or logits=..., got "
+            raise ArprobTypeError(f"{owner}: pass exactly one of probs=... or logits=..., got "
                             f"{'both' if probs is not None else 'neither'}")
         table = probs if probs is not None else logits
         ndim = np.ndim(table)
@@ -85,7 +85,7 @@ class TabularJoint(SequenceDistribution):
 
     @classmethod
     def random(cls, key, length: int, vocab_size: int, concentration: float = 1.0,
-               *, batch_shape=()) -> "TabularJoint":
+               *, batch_shape=()) -> TabularJoint:
         r"""A joint drawn from a symmetric Dirichlet(``concentration``) over :math:`V^L` cells.
 
         Small ``concentration`` gives peaked laws (a few sequences carry most
@@ -95,7 +95,7 @@ class TabularJoint(SequenceDistribution):
         length = check_positive_int("TabularJoint.random", "length", length)
         vocab_size = check_positive_int("TabularJoint.random", "vocab_size", vocab_size, minimum=2)
         if not concentration > 0:
-            raise ValueError(f"TabularJoint.random: concentration must be > 0, got {concentration}")
+            raise InvalidArgumentError(f"TabularJoint.random: concentration must be > 0, got {concentration}")
         batch = int(np.prod(batch_shape)) if batch_shape else 1
         check_enumeration("TabularJoint.random", vocab_size, length, factor=batch, what="the table")
         shape = tuple(batch_shape) + (vocab_size,) * length

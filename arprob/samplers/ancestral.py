@@ -41,7 +41,7 @@ from arprob._enumerate import all_sequences
 from arprob._random import categorical
 from arprob._validation import check_enumeration, check_order, check_positive_int, is_concrete
 from arprob.conditionals import as_conditionals, join_static, split_static
-from arprob.errors import InvalidOrderError
+from arprob.errors import ArprobTypeError, InvalidOrderError
 
 
 class AncestralStats(NamedTuple):
@@ -162,7 +162,7 @@ def ancestral_law(conditionals, order=None, *, max_entries: int = 2**26) -> np.n
     vocab_size, length = family.vocab_size, family.length
     random_order, fixed = _resolve_order(owner, order, length)
     if not is_concrete(fixed):
-        raise TypeError(f"{owner}: order must be concrete (not traced)")
+        raise ArprobTypeError(f"{owner}: order must be concrete (not traced)")
     factor = 2**length if random_order else length
     check_enumeration(owner, vocab_size, length, factor=factor, max_entries=max_entries,
                       what="the ancestral law")

@@ -49,7 +49,7 @@ import numpy as np
 
 from arprob._enumerate import all_sequences
 from arprob._validation import check_positive_int
-from arprob.errors import ArprobTypeError, InvalidTokenError, ShapeError
+from arprob.errors import ArprobTypeError, InvalidArgumentError, InvalidTokenError, ShapeError
 from arprob.verify.distances import tv
 from arprob.verify.gof import _test_counts, projected_law
 from arprob.verify.planning import plan
@@ -107,7 +107,7 @@ def _projections(spec, vocab_size: int, length: int, max_joint_cells: int):
         return tests
     if spec == "joint":
         if not joint_fits:
-            raise ValueError(f"check: projections='joint' needs {vocab_size}**{length} cells, over "
+            raise InvalidArgumentError(f"check: projections='joint' needs {vocab_size}**{length} cells, over "
                              f"max_joint_cells={max_joint_cells:,}; use 'auto'")
         return [("joint", None, "pearson")]
     if spec == "marginals":
@@ -119,7 +119,7 @@ def _projections(spec, vocab_size: int, length: int, max_joint_cells: int):
             continue
         projection = tuple(int(p) for p in item)
         if any(not 0 <= p < length for p in projection) or len(set(projection)) != len(projection):
-            raise ValueError(f"check: projection {item} must hold distinct positions in [0, {length})")
+            raise InvalidArgumentError(f"check: projection {item} must hold distinct positions in [0, {length})")
         name = "x[" + "],x[".join(map(str, projection)) + "]"
         tests.append((name, projection, "pearson"))
     return tests
@@ -235,7 +235,7 @@ def check(sampler, target, *, alpha: float = 1e-4, power: float = 0.99, deviatio
     model = _target_model(target)
     vocab_size, length = model.vocab_size, model.length
     if not 0 < alpha < 1:
-        raise ValueError(f"{owner}: alpha must be in (0, 1), got {alpha}")
+        raise InvalidArgumentError(f"{owner}: alpha must be in (0, 1), got {alpha}")
     tests = _projections(projections, vocab_size, length, max_joint_cells)
     enumerable = vocab_size**length <= max_joint_cells
     target_law = np.asarray(model.law(max_entries=max(max_joint_cells, 2**26)), np.float64).ravel() \

@@ -41,7 +41,7 @@ import numpy as np
 from scipy import stats
 
 from arprob._enumerate import decode_index
-from arprob.errors import InvalidTokenError, ShapeError
+from arprob.errors import InvalidArgumentError, InvalidTokenError, ShapeError
 
 __all__ = ["Counts", "GofResult", "gof", "projected_law", "STATISTICS"]
 
@@ -233,7 +233,7 @@ def gof(samples, law, *, projection=None, statistic: str = "auto", vocab_size: i
     """
     statistic = "pearson" if statistic == "auto" else statistic
     if statistic not in STATISTICS:
-        raise ValueError(f"gof: statistic={statistic!r}, expected one of {('auto',) + STATISTICS}")
+        raise InvalidArgumentError(f"gof: statistic={statistic!r}, expected one of {('auto',) + STATISTICS}")
     if isinstance(samples, Counts):
         counts = np.asarray(samples.counts, dtype=np.float64)
         projection = samples.projection if projection is None else projection

@@ -30,18 +30,20 @@ import math
 
 from scipy import optimize, stats
 
+from arprob.errors import ArprobTypeError, InvalidArgumentError
+
 __all__ = ["detectable", "plan", "power_of"]
 
 
 def _check(owner: str, support_size, alpha, power):
     if not isinstance(support_size, (int,)) and not float(support_size).is_integer():
-        raise TypeError(f"{owner}: support_size must be an integer, got {support_size!r}")
+        raise ArprobTypeError(f"{owner}: support_size must be an integer, got {support_size!r}")
     if support_size < 2:
-        raise ValueError(f"{owner}: support_size must be >= 2 (cells of the test), got {support_size}")
+        raise InvalidArgumentError(f"{owner}: support_size must be >= 2 (cells of the test), got {support_size}")
     if not 0 < alpha < 1:
-        raise ValueError(f"{owner}: alpha must be in (0, 1), got {alpha}")
+        raise InvalidArgumentError(f"{owner}: alpha must be in (0, 1), got {alpha}")
     if not 0 < power < 1:
-        raise ValueError(f"{owner}: power must be in (0, 1), got {power}")
+        raise InvalidArgumentError(f"{owner}: power must be in (0, 1), got {power}")
 
 
 def _required_noncentrality(df: int, alpha: float, power: float) -> float:
@@ -86,7 +88,7 @@ def plan(deviation: float, support_size: int, alpha: float = 1e-4, power: float 
     """
     _check("plan", support_size, alpha, power)
     if not 0 < deviation <= 1:
-        raise ValueError(f"plan: deviation must be a TV distance in (0, 1], got {deviation}")
+        raise InvalidArgumentError(f"plan: deviation must be a TV distance in (0, 1], got {deviation}")
     lam = _required_noncentrality(int(support_size) - 1, alpha, power)
     return int(math.ceil(lam / (4.0 * deviation**2)))
 
@@ -99,6 +101,6 @@ def detectable(num_samples: int, support_size: int, alpha: float = 1e-4, power: 
     """
     _check("detectable", support_size, alpha, power)
     if num_samples < 1:
-        raise ValueError(f"detectable: num_samples must be >= 1, got {num_samples}")
+        raise InvalidArgumentError(f"detectable: num_samples must be >= 1, got {num_samples}")
     lam = _required_noncentrality(int(support_size) - 1, alpha, power)
     return float(min(1.0, math.sqrt(lam / (4.0 * num_samples))))

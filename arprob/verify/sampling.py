@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +12,7 @@ import numpy as np
 
 from arprob._random import categorical
 from arprob._validation import check_probs
+from arprob.errors import InvalidArgumentError
 
 __all__ = ["Sampler", "from_law"]
 
@@ -27,13 +29,13 @@ class Sampler:
 
     fn: Callable[..., Any]
     law: Any = None
-    name: str | None = None
+    name: str = "sampler"
 
     def __call__(self, key, num_samples: int):
         return self.fn(key, num_samples)
 
 
-def from_law(law, vocab_size: int, length: int, *, name: str | None = None) -> Sampler:
+def from_law(law, vocab_size: int, length: int, *, name: str = "from_law") -> Sampler:
     """A sampler that draws i.i.d. sequences from an explicit law (lexicographic order).
 
     Used to build deliberately biased samplers for power studies, and mutants.
@@ -41,7 +43,7 @@ def from_law(law, vocab_size: int, length: int, *, name: str | None = None) -> S
     law = np.asarray(law, dtype=np.float64).ravel()
     check_probs("from_law", "law", law)
     if law.size != vocab_size**length:
-        raise ValueError(f"from_law: law has {law.size} entries, expected vocab_size**length = "
+        raise InvalidArgumentError(f"from_law: law has {law.size} entries, expected vocab_size**length = "
                          f"{vocab_size**length}")
     with np.errstate(divide="ignore"):
         logits = jnp.asarray(np.log(law))
