@@ -16,6 +16,7 @@ forward-backward over windows (:mod:`arprob.inference.chain`): cost
 from __future__ import annotations
 
 import itertools
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -46,6 +47,23 @@ def reachable_windows(vocab_size: int, context_size: int) -> np.ndarray:
                 index = index * base + token
             mask[index] = True
     return mask
+
+
+@partial(jax.jit, static_argnames=("length", "vocab_size", "context_size", "batched"))
+def _sample_chains(keys, tables, *, length, vocab_size, context_size, batched):
+    """One ancestral draw per key; ``tables`` is one table or one per key (``batched``)."""
+    next_index = jnp.asarray(next_window_index(vocab_size, context_size))
+    start = start_window_index(vocab_size, context_size)
+
+    def single(key, table):
+        def step(window, key_t):
+            token = categorical(key_t, table[window])
+            return next_index[window, token], token
+
+        _, tokens = jax.lax.scan(step, jnp.int32(start), jax.random.split(key, length))
+        return tokens.astype(jnp.int32)
+
+    return jax.vmap(single, in_axes=(0, 0 if batched else None))(keys, tables)
 
 
 class _ChainModel(SequenceDistribution):
@@ -94,24 +112,14 @@ class _ChainModel(SequenceDistribution):
         shape = tuple(sample_shape) + self.batch_shape
         count = int(np.prod(shape)) if shape else 1
         keys = jax.random.split(key, count)
-        next_index = jnp.asarray(next_window_index(self.vocab_size, self.context_size))
-        start = start_window_index(self.vocab_size, self.context_size)
-        length = self.length
-
-        def single(key, table):
-            def step(window, key_t):
-                token = categorical(key_t, table[window])
-                return next_index[window, token], token
-
-            _, tokens = jax.lax.scan(step, jnp.int32(start), jax.random.split(key, length))
-            return tokens.astype(jnp.int32)
-
         if self.batch_shape:
             tables = jnp.broadcast_to(self.log_table, shape + self.log_table.shape[-2:])
-            tokens = jax.vmap(single)(keys, tables.reshape((count,) + self.log_table.shape[-2:]))
+            tables = tables.reshape((count,) + self.log_table.shape[-2:])
         else:
-            tokens = jax.vmap(single, in_axes=(0, None))(keys, self.log_table)
-        return tokens.reshape(shape + (length,))
+            tables = self.log_table
+        tokens = _sample_chains(keys, tables, length=self.length, vocab_size=self.vocab_size,
+                                context_size=self.context_size, batched=bool(self.batch_shape))
+        return tokens.reshape(shape + (self.length,))
 
     def _law_from_sequences(self, sequences):
         table = np.asarray(self.log_table, dtype=np.float64)

@@ -60,7 +60,7 @@ class TabularJoint(SequenceDistribution):
         event = np.shape(table)[ndim - length :]
         if len(set(event)) != 1 or event[0] < 2:
             raise ShapeError(
-                f"{owner}: the last {length} axes have sizes {event}, expected ({'V, ' * length}) "
+                f"{owner}: the last {length} axes have sizes {event}, expected ({', '.join(['V'] * length)}) "
                 "with one vocabulary size V >= 2 (pass length=... if leading axes are a batch)"
             )
         vocab_size = int(event[0])

@@ -29,6 +29,8 @@ by the callers with ``jnp.vectorize``.  Cost: :math:`O(L (V+1)^K V)` time.
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -62,6 +64,7 @@ def window_indices(tokens, vocab_size: int, context_size: int):
     return index
 
 
+@partial(jax.jit, static_argnames=("vocab_size", "context_size"))
 def chain_log_prob(log_table, tokens, *, vocab_size: int, context_size: int):
     r"""Log-likelihood :math:`\sum_t \log p(x_t \mid w_{t-1})` of full sequences."""
     windows = window_indices(tokens, vocab_size, context_size)
@@ -122,6 +125,7 @@ def _backward(table, evidence, next_index, *, num_windows: int):
     return jnp.concatenate([scaled, last[None]], axis=0)
 
 
+@partial(jax.jit, static_argnames=("vocab_size", "context_size"))
 def chain_marginal_log_prob(log_table, tokens, observed, *, vocab_size: int, context_size: int):
     r""":math:`\log p(x_S)` for one sequence; ``observed`` marks :math:`S`."""
     table = jnp.exp(log_table)
@@ -130,6 +134,7 @@ def chain_marginal_log_prob(log_table, tokens, observed, *, vocab_size: int, con
     return jnp.sum(log_c)
 
 
+@partial(jax.jit, static_argnames=("vocab_size", "context_size"))
 def chain_conditional_logits(log_table, tokens, observed, *, vocab_size: int, context_size: int):
     r"""Normalized :math:`\log p(x_i = v \mid x_{S\setminus\{i\}})`, shape ``(L, V)``.
 
