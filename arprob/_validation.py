@@ -7,7 +7,6 @@ never force a device sync or break tracing.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import jax
@@ -207,7 +206,3 @@ def check_enumeration(owner: str, vocab_size: int, length: int, *, factor: int =
             "or verify on projections (arprob.verify.check does this automatically)"
         )
     return size
-
-
-def log2_int(value: int) -> float:
-    return math.log2(value) if value > 0 else float("-inf")

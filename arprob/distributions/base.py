@@ -113,10 +113,3 @@ class SequenceDistribution(Distribution):
         from arprob.conditionals import exact
 
         return exact(self)
-
-    def _batch_keys(self, key, sample_shape):
-        import jax
-
-        shape = tuple(sample_shape) + self.batch_shape
-        count = int(np.prod(shape)) if shape else 1
-        return jax.random.split(key, count), shape
