@@ -6,14 +6,18 @@ an exact law; :mod:`arprob.verify` tells whether a sampler draws from the law
 it claims.
 """
 
-from arprob import conditionals, errors, samplers, verify
+from arprob import conditionals, errors, samplers, schedules, verify
+from arprob.anyorder import AnyOrderAR
 from arprob.conditionals import Conditionals
+from arprob.diffusion import AbsorbingDiffusion
 from arprob.distributions import MarkovChain, NGram, SequenceDistribution, TabularJoint
 from arprob.errors import ArprobError
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AbsorbingDiffusion",
+    "AnyOrderAR",
     "ArprobError",
     "Conditionals",
     "MarkovChain",
@@ -23,5 +27,6 @@ __all__ = [
     "conditionals",
     "errors",
     "samplers",
+    "schedules",
     "verify",
 ]
