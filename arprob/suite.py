@@ -16,9 +16,20 @@ from typing import Any
 import jax
 import numpy as np
 
+from arprob import schedules
 from arprob.conditionals import perturbed
 from arprob.distributions import MarkovChain, NGram, TabularJoint
-from arprob.samplers import ancestral, ancestral_law
+from arprob.samplers import (
+    ancestral,
+    ancestral_law,
+    first_hitting,
+    first_hitting_law,
+    masked_euler,
+    masked_euler_law,
+    parallel_unmask,
+    parallel_unmask_law,
+)
+from arprob.samplers.budget import budgeted_blocks, step_losses
 from arprob.verify import Sampler
 
 __all__ = ["Case", "cases"]
@@ -75,4 +86,44 @@ def cases(quick: bool = False) -> list[Case]:
 
     suite.append(Case("ancestral (random), perturbed 0.3", "TabularJoint(V=3, L=4)", "approximate",
                       make_perturbed))
+    suite.extend(_masked_cases())
     return suite
+
+
+def _sampler_case(label: str, model_name: str, claim: str, sample, law) -> Case:
+    """A case whose sampler is ``sample(key, model, n)`` and whose law is ``law(model)``."""
+
+    def make():
+        model = _models()[model_name]()
+        return Sampler(lambda key, n: sample(key, model, n), law=lambda: law(model), name=label), model
+
+    return Case(label, model_name, claim, make)
+
+
+def _masked_cases() -> list[Case]:
+    """Masked-diffusion samplers (arprob.samplers.masked, theorem 5)."""
+    linear, cosine = schedules.linear(), schedules.cosine()
+
+    def budget_blocks(model):
+        return budgeted_blocks(step_losses(model, model), 3)[0]
+
+    rows = []
+    for model_name in ("TabularJoint(V=3, L=4)", "NGram(V=2, K=2, L=6)"):
+        rows += [
+            _sampler_case("first_hitting", model_name, "exact",
+                          lambda key, m, n: first_hitting(key, m, n), first_hitting_law),
+            _sampler_case("parallel_unmask (k=1)", model_name, "exact",
+                          lambda key, m, n: parallel_unmask(key, m, n, 1), lambda m: parallel_unmask_law(m, 1)),
+            _sampler_case("parallel_unmask (k=2)", model_name, "approximate",
+                          lambda key, m, n: parallel_unmask(key, m, n, 2), lambda m: parallel_unmask_law(m, 2)),
+            _sampler_case("masked_euler (16 steps, linear)", model_name, "approximate",
+                          lambda key, m, n: masked_euler(key, m, n, 16, linear),
+                          lambda m: masked_euler_law(m, 16, linear)),
+            _sampler_case("masked_euler (16 steps, cosine, cached)", model_name, "approximate",
+                          lambda key, m, n: masked_euler(key, m, n, 16, cosine, cache=True),
+                          lambda m: masked_euler_law(m, 16, cosine, cache=True)),
+            _sampler_case("ARDM budget (3 calls)", model_name, "approximate",
+                          lambda key, m, n: parallel_unmask(key, m, n, budget_blocks(m)),
+                          lambda m: parallel_unmask_law(m, budget_blocks(m))),
+        ]
+    return rows
