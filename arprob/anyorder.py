@@ -442,18 +442,25 @@ def _order_log_prob(dynamic, static, xs, orders):
 
 
 def _subset_dp(table, length: int):
-    r"""``log f([L])`` of the revealed-subset recursion, given ``table[S, b, i] = log q(x_i | x_S)``."""
+    r"""``log f([L])`` of the revealed-subset recursion, given ``table[S, b, i] = log q(x_i | x_S)``.
+
+    Runs in numpy float64, one popcount layer at a time (``2**L * L`` log-additions per sequence).
+    """
+    table = np.asarray(table, np.float64)
     codes = np.arange(2**length)
     popcount = np.array([bin(c).count("1") for c in codes])
-    log_f = jnp.full(table.shape[:2], -jnp.inf, table.dtype).at[0].set(0.0)
+    log_f = np.full(table.shape[:2], -np.inf)
+    log_f[0] = 0.0
     bits = 1 << np.arange(length)
     for size in range(1, length + 1):
         layer = codes[popcount == size]
-        parents = layer[:, None] ^ bits[None, :]  # (n, L): S \ {i}
-        present = (layer[:, None] & bits[None, :]) != 0
-        safe_parents = np.where(present, parents, 0)
+        present = (layer[:, None] & bits[None, :]) != 0  # (n, L)
+        parents = np.where(present, layer[:, None] ^ bits[None, :], 0)
         # terms[s, i, b] = log f(S \ {i}) + log q(x_i | x_{S \ {i}})
-        terms = log_f[safe_parents] + table[safe_parents, :, np.arange(length)[None, :]]
-        terms = jnp.where(jnp.asarray(present)[..., None], terms, -jnp.inf)
-        log_f = log_f.at[layer].set(jax.nn.logsumexp(terms, axis=1))
-    return log_f[-1]
+        terms = log_f[parents] + table[parents, :, np.arange(length)[None, :]]
+        terms = np.where(present[..., None], terms, -np.inf)
+        high = terms.max(axis=1, keepdims=True)
+        safe = np.where(np.isfinite(high), high, 0.0)
+        with np.errstate(divide="ignore"):
+            log_f[layer] = (np.log(np.exp(terms - safe).sum(axis=1)) + safe[:, 0])
+    return jnp.asarray(log_f[-1])
