@@ -32,8 +32,8 @@ from jax.tree_util import register_pytree_node_class
 
 from arprob.errors import ArprobTypeError, IncompatibleError, InvalidArgumentError
 
-__all__ = ["Conditionals", "ExactConditionals", "PerturbedConditionals", "as_conditionals",
-           "exact", "perturbed"]
+__all__ = ["Conditionals", "ExactConditionals", "NeuralConditionals", "PerturbedConditionals",
+           "as_conditionals", "exact", "neural", "perturbed"]
 
 
 @runtime_checkable
@@ -238,3 +238,7 @@ def perturbed(base, key, scale):
     else:
         key_data = jax.random.key_data(jax.random.wrap_key_data(jnp.asarray(key, jnp.uint32)))
     return PerturbedConditionals(base, key_data, scale)
+
+
+# A trained network (arprob/neural.py imports this module, so this import stays last).
+from arprob.neural import NeuralConditionals, neural  # noqa: E402
