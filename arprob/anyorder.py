@@ -261,8 +261,9 @@ class AnyOrderAR:
         masked = jnp.asarray(~subsets)
         losses = -jnp.where(masked[:, None, :], table, 0.0).sum(axis=-1)  # (2^L, B)
         sizes = (~subsets).sum(axis=1)
-        one_hot = jnp.asarray(sizes[None, :] == np.arange(length + 1)[:, None], losses.dtype)
-        return one_hot @ losses
+        # a select, not a matrix product: a loss of +inf (p(x) = 0) times a zero weight would be NaN
+        members = jnp.asarray(sizes[None, :] == np.arange(length + 1)[:, None])
+        return jnp.where(members[:, :, None], losses[None], 0.0).sum(axis=1)
 
     def per_size_losses(self, x):
         r"""The exact inner sums :math:`h_k(x)` for ``k = 0..L``, shape ``(L+1, *batch)``.

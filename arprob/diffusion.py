@@ -58,6 +58,11 @@ from arprob.conditionals import ExactConditionals, as_conditionals, join_static,
 from arprob.errors import ArprobTypeError, InvalidArgumentError, ZeroProbabilityError
 from arprob.schedules import Schedule
 
+
+@partial(jax.jit, static_argnames=("static",))
+def _normalized(dynamic, static, tokens, observed):
+    return jax.nn.log_softmax(join_static(dynamic, static)(tokens, observed), axis=-1)
+
 __all__ = ["LOSS_FORMS", "AbsorbingDiffusion"]
 
 #: The masking objectives :meth:`AbsorbingDiffusion.training_loss` implements.
@@ -168,7 +173,7 @@ class AbsorbingDiffusion:
         m = float(self.schedule.mask_prob(t))
         masks = np.indices((vocab + 1,) * length).reshape(length, -1) == vocab
         count = masks.sum(axis=0)
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             weight = np.where(count > 0, m**count, 1.0)
             weight = weight * np.where(length - count > 0, (1 - m) ** (length - count), 1.0)
         return table.reshape(-1) * weight
@@ -203,10 +208,16 @@ class AbsorbingDiffusion:
         if method == "exact":
             return self._exact_score(xt, t)
         masked = xt == self.vocab_size
-        log_q = np.asarray(jax.nn.log_softmax(self.conditionals(jnp.asarray(xt), jnp.asarray(~masked)), axis=-1),
-                           np.float64)
+        dynamic, static = split_static(self.conditionals)
+        log_q = np.asarray(_normalized(dynamic, static, jnp.asarray(xt), jnp.asarray(~masked)), np.float64)
         time_factor = (1.0 - m) / m if m > 0 else np.inf
         current = np.take_along_axis(log_q, np.minimum(xt, self.vocab_size - 1)[..., None], axis=-1)
+        current = np.where(masked[..., None], 0.0, current)  # masked rows do not use it
+        if np.isneginf(current).any():
+            raise ZeroProbabilityError(
+                f"{owner}: x_t has an unmasked token of conditional probability zero, so p_t(x_t) = 0 "
+                "and the score (a ratio of probabilities) is undefined there"
+            )
         unmasked_ratio = np.exp(log_q - current)
         return np.where(masked[..., None], time_factor * np.exp(log_q), unmasked_ratio)
 
@@ -282,7 +293,8 @@ class AbsorbingDiffusion:
         tail = complete * scipy.special.betaincc(sizes, length - sizes + 1, upper)
         if self.schedule.kind != "log_linear" or self.schedule.eps == 0.0:
             tail = np.zeros_like(tail)
-        return np.tensordot(tail, h[1:], axes=(0, 0))
+        tail = tail.reshape(tail.shape + (1,) * (h.ndim - 1))
+        return np.where(tail > 0, tail * h[1:], 0.0).sum(axis=0)
 
     def expected_loss(self, x0, form: str):
         r"""The exact expectation of a masking training loss, as a weighted sum of the :math:`h_k`.

@@ -53,7 +53,10 @@ class Schedule:
             return xp.asarray(t) * 1.0
         if self.kind == "log_linear":
             return (1.0 - self.eps) * xp.asarray(t)
-        return 1.0 - xp.cos(0.5 * xp.pi * xp.asarray(t))
+        # 2 sin^2(pi t / 4) = 1 - cos(pi t / 2) without cancellation at small t
+        # (and exactly 1 at t = 1, where cos(pi/2) is not exactly 0 in floating point)
+        t = xp.asarray(t)
+        return xp.where(t >= 1.0, 1.0, xp.minimum(2.0 * xp.sin(0.25 * xp.pi * t) ** 2, 1.0))
 
     def alpha(self, t):
         r""":math:`\alpha(t) = e^{-\bar\sigma(t)} = 1 - m(t)`, the probability a token is still clean."""

@@ -253,6 +253,12 @@ def _block_sizes(owner: str, k, length: int) -> tuple[int, ...]:
     if isinstance(k, (int, np.integer)) and not isinstance(k, bool):
         k = check_positive_int(owner, "k", k)
         return tuple([k] * (length // k) + ([length % k] if length % k else []))
+    is_int = lambda value: isinstance(value, (int, np.integer)) and not isinstance(value, bool)  # noqa: E731
+    if isinstance(k, (str, bytes)) or not hasattr(k, "__iter__") or not all(is_int(s) for s in k):
+        raise InvalidArgumentError(
+            f"{owner}: k must be a positive int or a sequence of positive int block sizes summing to "
+            f"length={length}, got {k!r}"
+        )
     sizes = tuple(int(s) for s in k)
     if not sizes or any(s < 1 for s in sizes) or sum(sizes) != length:
         raise InvalidArgumentError(
