@@ -6,7 +6,7 @@ an exact law; :mod:`arprob.verify` tells whether a sampler draws from the law
 it claims.
 """
 
-from arprob import conditionals, errors, samplers, schedules, verify
+from arprob import conditionals, errors, precision, samplers, schedules, verify
 from arprob.anyorder import AnyOrderAR
 from arprob.conditionals import Conditionals
 from arprob.diffusion import AbsorbingDiffusion
@@ -26,6 +26,7 @@ __all__ = [
     "TabularJoint",
     "conditionals",
     "errors",
+    "precision",
     "samplers",
     "schedules",
     "verify",

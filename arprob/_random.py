@@ -187,10 +187,12 @@ def categorical(key, logits, shape=None):
     first index.  The noise is :func:`gumbel` in float32 (float32 or
     half-precision logits) or float64 (float64 logits), so its law is
     :math:`\text{softmax}(l)` up to float rounding, without the tail cut of
-    ``jax.random.categorical`` (theorem 13, ``proofs/13-float32-gumbel-max.md``):
-    every token keeps its probability within a relative error of a few
-    :math:`10^{-6}` in float32, except for a total variation of at most
-    :math:`V\,2^{-72} + V^2 2^{-81}` (float32; :math:`V 2^{-75}` in float64).
+    ``jax.random.categorical`` (theorem 13, part 6, ``proofs/13-float32-gumbel-max.md``):
+    every token keeps its probability within a factor :math:`e^{\pm 2\eta}`, with
+    :math:`\eta` the float rounding of the noise and of the sums (in float32 about
+    :math:`2^{-20}` times the size of the winning value), outside an event of
+    probability at most :math:`V\,2^{-72} + \binom{V}{2} 2^{-80}` (float32;
+    :math:`V 2^{-75}` in float64).
     """
     logits = jnp.asarray(logits)
     if not jnp.issubdtype(logits.dtype, jnp.floating):

@@ -141,7 +141,7 @@ def gumbel_cap(dtype="float32", mode: str = "low") -> float:
     cap 87.3 (float32) is an atom of probability :math:`2^{-46}`; the values
     below it stop at about 31.9.  ``mode="arprob"`` is the library's
     :func:`arprob.precision.gumbel` (67.2 in float32, 89.4 in float64; it is at
-    full precision up to 50.6 and 52.0).
+    full precision up to 50.6 and 52.7).
     """
     return _extremes("gumbel_cap", dtype, mode)[1]
 
@@ -466,9 +466,13 @@ def effective_temperature(probs, law) -> float:
         return float(entropy(tempered(reference, math.exp(log_temperature)))) - target
 
     low, high = -1.0, 1.0
-    while excess(low) > 0:
+    while excess(low) > 0:  # temperatures e^-1, e^-2, e^-4, ...
+        if low < -600:
+            return 0.0  # H(law) within rounding of its limit at T -> 0
         low *= 2
     while excess(high) < 0:
+        if high > 600:
+            return math.inf
         high *= 2
     return math.exp(optimize.brentq(excess, low, high, xtol=1e-13, rtol=1e-12))
 
