@@ -114,8 +114,9 @@ class AbsorbingDiffusion:
 
     # -- checks ----------------------------------------------------------------
     def _time(self, owner: str, t) -> float:
-        if not isinstance(t, (int, float, np.floating, np.integer)) or not 0.0 <= float(t) <= 1.0:
-            raise InvalidArgumentError(f"{owner}: t must be a number in [0, 1], got {t!r}")
+        if isinstance(t, bool) or not is_concrete(t) or np.ndim(t) != 0 or not np.issubdtype(
+                np.asarray(t).dtype, np.number) or not 0.0 <= float(t) <= 1.0:
+            raise InvalidArgumentError(f"{owner}: t must be a (concrete, scalar) number in [0, 1], got {t!r}")
         return float(t)
 
     def _noisy(self, owner: str, xt):
