@@ -59,7 +59,9 @@ def test_float32_values():
     assert precision.gumbel_cap() == pytest.approx(15.942385, abs=1e-6)
     assert precision.gumbel_floor() == pytest.approx(-4.469769, abs=1e-6)
     assert precision.gumbel_cap("float64") == pytest.approx(36.04365, abs=1e-5)
-    assert precision.gumbel_cap("float32", "highest") == pytest.approx(45.05, abs=0.01)
+    # "highest" is computed by JAX's own code (no independent closed form here): check what the docs use it
+    # for, a cap far above "low" (so no tail that matters is cut) yet below the library's own noise
+    assert 40.0 < precision.gumbel_cap("float32", "highest") < precision.gumbel_cap("float32", "arprob")
     assert precision.gumbel_cap("float32", "arprob") == pytest.approx(97 * math.log(2), rel=1e-6)
     assert precision.gumbel_floor("float32", "arprob") == pytest.approx(-math.log(97 * math.log(2)), rel=1e-6)
     assert precision.gumbel_cap("float64", "arprob") == pytest.approx(129 * math.log(2), rel=1e-12)
@@ -158,7 +160,8 @@ def test_bounds_hold(values, cap, width):
 
 def test_bounds_for_jax_and_arprob():
     cap, floor = precision.gumbel_cap(), precision.gumbel_floor()
-    assert precision.worst_case_tv_bound(50257, cap, floor) == pytest.approx(50257 * math.exp(-cap), rel=0.01)
+    expected = -math.expm1(-50257 * math.exp(-cap)) + math.exp(-math.exp(-floor))  # 1 - e^{-V e^-b} + e^{-e^-a}
+    assert precision.worst_case_tv_bound(50257, cap, floor) == pytest.approx(expected, rel=1e-12)
     assert precision.worst_case_tv_bound(50257, cap, floor) > 5e-3  # jax.random.categorical, float32
     assert precision.library_tv_bound(10**6) < 1e-12
     assert precision.library_tv_bound(10**6, "float64") < 1e-16
