@@ -23,6 +23,7 @@ conditionals; then ancestral sampling in every order draws from :math:`p`
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Protocol, runtime_checkable
 
 import jax
@@ -137,6 +138,12 @@ def split_static(family):
 def join_static(dynamic, static):
     """Inverse of :func:`split_static`."""
     return static if static is not None else dynamic
+
+
+@partial(jax.jit, static_argnames=("static",))
+def normalized_logits(dynamic, static, tokens, observed):
+    """``log_softmax`` of a split family's answer (jitted once per family type and shapes)."""
+    return jax.nn.log_softmax(join_static(dynamic, static)(tokens, observed), axis=-1)
 
 
 # The context code folds base-(V+1) digits into the key in chunks small enough

@@ -54,14 +54,9 @@ import scipy.special
 
 from arprob._validation import check_enumeration, check_positive_int, check_shape, check_tokens, is_concrete
 from arprob.anyorder import AnyOrderAR
-from arprob.conditionals import ExactConditionals, as_conditionals, join_static, split_static
+from arprob.conditionals import ExactConditionals, as_conditionals, join_static, normalized_logits, split_static
 from arprob.errors import ArprobTypeError, InvalidArgumentError, ZeroProbabilityError
 from arprob.schedules import Schedule
-
-
-@partial(jax.jit, static_argnames=("static",))
-def _normalized(dynamic, static, tokens, observed):
-    return jax.nn.log_softmax(join_static(dynamic, static)(tokens, observed), axis=-1)
 
 __all__ = ["LOSS_FORMS", "AbsorbingDiffusion"]
 
@@ -210,7 +205,7 @@ class AbsorbingDiffusion:
             return self._exact_score(xt, t)
         masked = xt == self.vocab_size
         dynamic, static = split_static(self.conditionals)
-        log_q = np.asarray(_normalized(dynamic, static, jnp.asarray(xt), jnp.asarray(~masked)), np.float64)
+        log_q = np.asarray(normalized_logits(dynamic, static, jnp.asarray(xt), jnp.asarray(~masked)), np.float64)
         time_factor = (1.0 - m) / m if m > 0 else np.inf
         current = np.take_along_axis(log_q, np.minimum(xt, self.vocab_size - 1)[..., None], axis=-1)
         current = np.where(masked[..., None], 0.0, current)  # masked rows do not use it

@@ -46,7 +46,7 @@ import numpy as np
 from arprob._enumerate import all_sequences
 from arprob._random import categorical
 from arprob._validation import check_enumeration, check_positive_int
-from arprob.conditionals import as_conditionals, join_static, split_static
+from arprob.conditionals import as_conditionals, join_static, normalized_logits, split_static
 from arprob.errors import ArprobTypeError, InvalidArgumentError
 from arprob.samplers.ancestral import _log_conditionals_on
 from arprob.schedules import Schedule
@@ -186,14 +186,10 @@ def _state_log_conditionals(family, states: np.ndarray) -> np.ndarray:
     outputs = []
     for start in range(0, states.shape[0], 4096):
         block = jnp.asarray(states[start : start + 4096])
-        logits = _normalized(dynamic, static, block, jnp.asarray(~masked[start : start + 4096]))
+        logits = normalized_logits(dynamic, static, block, jnp.asarray(~masked[start : start + 4096]))
         outputs.append(np.asarray(logits, np.float64))
     return np.concatenate(outputs)
 
-
-@partial(jax.jit, static_argnames=("static",))
-def _normalized(dynamic, static, tokens, observed):
-    return jax.nn.log_softmax(join_static(dynamic, static)(tokens, observed), axis=-1)
 
 
 def _clean_law(law_over_states: np.ndarray, vocab_size: int, length: int) -> np.ndarray:
