@@ -22,12 +22,23 @@ from arprob.distributions import MarkovChain, NGram, TabularJoint
 from arprob.samplers import (
     ancestral,
     ancestral_law,
+    any_subset_speculative,
+    any_subset_speculative_law,
+    blockwise_parallel,
+    blockwise_parallel_law,
     first_hitting,
     first_hitting_law,
+    greedy,
     masked_euler,
     masked_euler_law,
     parallel_unmask,
     parallel_unmask_law,
+    sigma_gpt_rejection,
+    sigma_gpt_rejection_law,
+    spectr,
+    spectr_law,
+    speculative,
+    speculative_law,
 )
 from arprob.samplers.budget import budgeted_blocks, step_losses
 from arprob.verify import Sampler
@@ -87,6 +98,7 @@ def cases(quick: bool = False) -> list[Case]:
     suite.append(Case("ancestral (random), perturbed 0.3", "TabularJoint(V=3, L=4)", "approximate",
                       make_perturbed))
     suite.extend(_masked_cases())
+    suite.extend(_decoding_cases())
     return suite
 
 
@@ -126,4 +138,48 @@ def _masked_cases() -> list[Case]:
                           lambda key, m, n: parallel_unmask(key, m, n, budget_blocks(m)),
                           lambda m: parallel_unmask_law(m, budget_blocks(m))),
         ]
+    return rows
+
+
+def _drafts():
+    """A draft model for each target of the decoding rows (same shape, a different random model)."""
+    return {
+        "TabularJoint(V=3, L=4)": lambda: TabularJoint.random(jax.random.key(5), 4, 3, concentration=1.0),
+        "NGram(V=2, K=2, L=6)": lambda: NGram.random(jax.random.key(4), 6, 2, 2),
+    }
+
+
+def _decoding_cases() -> list[Case]:
+    """Speculative and parallel decoding (theorems 6-8) and sigma-GPT as published."""
+    rows = []
+    for model_name, draft in _drafts().items():
+        rows += [
+            _sampler_case("speculative (draft 3)", model_name, "exact",
+                          lambda key, m, n, d=draft: speculative(key, m, d(), n, 3),
+                          lambda m, d=draft: speculative_law(m, d(), 3)),
+            _sampler_case("SpecTr (3 drafts of 2)", model_name, "exact",
+                          lambda key, m, n, d=draft: spectr(key, m, d(), n, 3, 2),
+                          lambda m, d=draft: spectr_law(m, d(), 3, 2)),
+            _sampler_case("any-subset speculative (k=3)", model_name, "exact",
+                          lambda key, m, n: any_subset_speculative(key, m, n, 3),
+                          lambda m: any_subset_speculative_law(m, 3)),
+            _sampler_case("sigma-GPT rejection (with residual)", model_name, "exact",
+                          lambda key, m, n: sigma_gpt_rejection(key, m, n, residual=True),
+                          lambda m: sigma_gpt_rejection_law(m, residual=True)),
+            _sampler_case("sigma-GPT rejection (as published)", model_name, "approximate",
+                          lambda key, m, n: sigma_gpt_rejection(key, m, n),
+                          lambda m: sigma_gpt_rejection_law(m)),
+        ]
+
+    def make_blockwise():
+        chain = _models()["MarkovChain(V=3, L=5)"]()
+        heads = perturbed(chain, jax.random.key(7), 0.5)
+        point = np.zeros((chain.vocab_size,) * chain.length)
+        point[tuple(greedy(chain))] = 1.0  # the claim: the output is greedy decoding's, always
+        sampler = Sampler(lambda key, n: blockwise_parallel(key, chain, heads, n, 3),
+                          law=lambda: blockwise_parallel_law(chain, heads, 3), name="blockwise parallel")
+        return sampler, TabularJoint(probs=point)
+
+    rows.append(Case("blockwise parallel (block 3) = greedy", "greedy path of MarkovChain(V=3, L=5)", "exact",
+                     make_blockwise))
     return rows

@@ -1,7 +1,28 @@
 """Samplers: each a jit-compiled ``NAME(key, ..., num_samples, ...) -> (tokens, stats)``
-beside its exact law ``NAME_law(...)`` (float64 over all ``V**L`` sequences)."""
+beside its exact law ``NAME_law(...)`` (float64 over all ``V**L`` sequences).
+
+Broken variants for testing verifiers live in :mod:`arprob.samplers.mutants`;
+ARDM step budgeting in :mod:`arprob.samplers.budget`.
+"""
 
 from arprob.samplers.ancestral import AncestralStats, ancestral, ancestral_law
+from arprob.samplers.any_subset import (
+    AnySubsetStats,
+    SigmaGPTStats,
+    any_subset_speculative,
+    any_subset_speculative_cost,
+    any_subset_speculative_law,
+    sigma_gpt_rejection,
+    sigma_gpt_rejection_cost,
+    sigma_gpt_rejection_law,
+)
+from arprob.samplers.blockwise import (
+    BlockwiseStats,
+    blockwise_parallel,
+    blockwise_parallel_cost,
+    blockwise_parallel_law,
+    greedy,
+)
 from arprob.samplers.masked import (
     FirstHittingStats,
     MaskedStats,
@@ -12,17 +33,62 @@ from arprob.samplers.masked import (
     parallel_unmask,
     parallel_unmask_law,
 )
+from arprob.samplers.spectr import (
+    SpecTrCost,
+    SpecTrStats,
+    kseq_acceptance,
+    kseq_rho,
+    optimal_acceptance,
+    spectr,
+    spectr_cost,
+    spectr_law,
+)
+from arprob.samplers.speculative import (
+    SpeculativeCost,
+    SpeculativeStats,
+    expected_tokens_per_call,
+    speculative,
+    speculative_cost,
+    speculative_law,
+)
 
 __all__ = [
     "AncestralStats",
+    "AnySubsetStats",
+    "BlockwiseStats",
     "FirstHittingStats",
     "MaskedStats",
+    "SigmaGPTStats",
+    "SpecTrCost",
+    "SpecTrStats",
+    "SpeculativeCost",
+    "SpeculativeStats",
     "ancestral",
     "ancestral_law",
+    "any_subset_speculative",
+    "any_subset_speculative_cost",
+    "any_subset_speculative_law",
+    "blockwise_parallel",
+    "blockwise_parallel_cost",
+    "blockwise_parallel_law",
+    "expected_tokens_per_call",
     "first_hitting",
     "first_hitting_law",
+    "greedy",
+    "kseq_acceptance",
+    "kseq_rho",
     "masked_euler",
     "masked_euler_law",
+    "optimal_acceptance",
     "parallel_unmask",
     "parallel_unmask_law",
+    "sigma_gpt_rejection",
+    "sigma_gpt_rejection_cost",
+    "sigma_gpt_rejection_law",
+    "speculative",
+    "speculative_cost",
+    "speculative_law",
+    "spectr",
+    "spectr_cost",
+    "spectr_law",
 ]

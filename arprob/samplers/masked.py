@@ -107,8 +107,10 @@ def _reveal_probs(schedule: Schedule, num_steps: int) -> np.ndarray:
 
 
 # -- masked Euler / tau-leaping --------------------------------------------------------
-@partial(jax.jit, static_argnames=("static", "num_samples", "cache"))
-def _masked_euler(key, dynamic, static, reveal_probs, num_samples: int, cache: bool):
+@partial(jax.jit, static_argnames=("static", "num_samples", "cache", "invalidate"))
+def _masked_euler(key, dynamic, static, reveal_probs, num_samples: int, cache: bool, invalidate: bool = True):
+    # invalidate=False is the stale-cache mutant (arprob.samplers.mutants): the cache is never marked stale
+    # after a reveal, so every token is drawn from the first call's logits
     family = join_static(dynamic, static)
     length, vocab_size = family.length, family.vocab_size
     key_reveal, key_tokens = jax.random.split(key)
@@ -132,7 +134,7 @@ def _masked_euler(key, dynamic, static, reveal_probs, num_samples: int, cache: b
         reveal = masked & (jax.random.uniform(jax.random.fold_in(key_reveal, j), masked.shape) < reveal_probs[j])
         drawn = categorical(jax.random.fold_in(key_tokens, j), logits).astype(jnp.int32)
         tokens = jnp.where(reveal, drawn, tokens)
-        stale = jnp.where(call, False, stale) | reveal.any(axis=-1)
+        stale = jnp.where(call, False, stale) | (reveal.any(axis=-1) & invalidate)
         return tokens, logits, stale, nfe + call.astype(jnp.int32)
 
     tokens, _, _, nfe = jax.lax.fori_loop(0, reveal_probs.shape[0], step, (tokens, logits, stale, nfe))
