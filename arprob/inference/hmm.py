@@ -1,0 +1,828 @@
+r"""Exact inference kernels for hidden Markov models, on log-potentials.
+
+A hidden Markov model over :math:`T` steps and :math:`K` states is given here by
+arrays of log-potentials, whatever the emission model: ``log_initial`` :math:`\log\pi`,
+``log_transition`` :math:`\log A` and ``log_likelihoods`` :math:`\ell_t(k) = \log p(y_t \mid z_t = k)`,
+plus optional per-step log prior weights :math:`\log w_t(k)` over states (``log_prior``; the ARPHMM
+case), a ``mask`` of missing observations and a ``length`` for padded sequences (all described
+under *Common parameters* below).
+
+With the per-step potential :math:`\psi_t(k) = m_t \ell_t(k) + \log w_t(k)`
+(:math:`m_t \in \{0, 1\}` the mask) and :math:`L` = ``length``, the kernels compute
+quantities of the weighted joint
+
+.. math::
+
+    \tilde p(z_{0:L-1}, y) = \pi_{z_0} e^{\psi_0(z_0)} \prod_{t=1}^{L-1} A^{(t-1)}_{z_{t-1} z_t}
+    e^{\psi_t(z_t)}, \qquad \log Z = \log \sum_{z} \tilde p(z, y),
+
+which ``log_likelihood`` returns; the posterior over paths is
+:math:`\tilde p(z, y) / Z`.  A constant prior :math:`\log w_t(k) = c_t` leaves
+every posterior quantity unchanged and adds :math:`\sum_{t<L} c_t` to
+:math:`\log Z` (so a uniform prior :math:`w_t = 1/K` adds :math:`-L \log K`).
+A hard prior (``-inf`` entries) conditions the path posterior on the allowed
+paths.  Steps ``t >= length`` are outside the model: their filtered, predicted,
+smoothed and pairwise probabilities are exactly ``0``, their backward log-messages
+``0``, and their Viterbi/sampled states ``-1``.  Evidence of probability zero
+gives ``log_likelihood = -inf`` and NaN marginals.
+
+Each kernel is for one sequence; batch with ``jax.vmap`` (ragged batches: pad
+to a common ``T`` and pass ``length``).  ``parallel=True`` selects the
+parallel-in-time form built on ``jax.lax.associative_scan`` (depth
+:math:`O(\log T)`, work :math:`O(T K^3)`, for accelerators); the default
+sequential form is a ``lax.scan`` with :math:`O(T K^2)` work.  Both compute the
+same quantities (agreement to 1e-8 in float64 is tested).  The kernels are differentiable:
+the gradients of :math:`\log Z` with respect to :math:`\ell_t` and :math:`\log A^{(t)}` are the smoothed
+and pairwise marginals (tested, both forms, hard priors included).
+
+Common parameters (every kernel):
+
+``log_initial``
+    :math:`\log \pi`, shape ``(K,)``.
+``log_transition``
+    :math:`\log A`, shape ``(K, K)``, or time-varying ``(T-1, K, K)`` with ``log_transition[t]``
+    linking step ``t`` to step ``t+1``.  Log-potentials: rows need not be normalised.  They are
+    exponentiated after subtracting their largest entry (per step), so entries more than about
+    87 (float32) or 708 (float64) nats below it count as zero (the Viterbi kernel works in log
+    space and keeps them).
+``log_likelihoods``
+    :math:`\ell_t(k) = \log p(y_t \mid z_t = k)`, shape ``(T, K)``.
+``log_prior`` (keyword, optional)
+    Per-step log prior weights :math:`\log w_t(k)`, shape ``(T, K)``, added to the
+    log-likelihoods as given (not renormalised); ``-inf`` forbids a state.
+``mask`` (keyword, optional)
+    Bool ``(T,)``; ``False`` drops the likelihood term of a missing observation.
+``length`` (keyword, optional)
+    Int (may be traced), ``1 <= length <= T``: steps ``t >= length`` are padding.
+``parallel`` (keyword, default ``False``)
+    ``False``: sequential ``lax.scan``; ``True``: ``lax.associative_scan`` form.
+
+Inputs are cast to one float dtype (the result type of the arrays, at least the default float);
+shapes and concrete values are validated at the boundary, traced values are not.
+
+Accuracy.  Per-step log-normalisers (and the offsets of the parallel elements) are summed with
+compensated (two-sum) arithmetic, so the float32 log-likelihood does not drift with :math:`T`: at
+:math:`K = 8`, :math:`T = 10^5` (:math:`\log p \approx -1.7 \times 10^5`) both forms return the
+float64 value rounded to float32 (errors 0.004-0.007 nats, the rounding floor), where a plain float32
+running sum is off by 0.6-2.3 nats (``benchmarks/hmm_float32_accuracy.py``,
+``docs/concepts/hmm-inference.md``).  In float64 the kernels agree with brute-force enumeration
+to 1e-10 (tests).
+
+References: L. R. Rabiner (1989), *A tutorial on hidden Markov models*;
+S. Hassan, S. Särkkä, Á. F. García-Fernández (2021), *Temporal parallelization
+of inference in hidden Markov models*, IEEE TSP 69.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.scipy.special import logsumexp
+from jaxtyping import Array, Bool, Float, Int
+
+from arprob._random import categorical
+from arprob._validation import check_positive_int, is_concrete
+from arprob.errors import ArprobTypeError, InvalidArgumentError, ShapeError
+
+__all__ = [
+    "BackwardResult",
+    "FilterResult",
+    "SmootherResult",
+    "hmm_backward",
+    "hmm_expected_transitions",
+    "hmm_filter",
+    "hmm_log_likelihood",
+    "hmm_pairwise_marginals",
+    "hmm_posterior_sample",
+    "hmm_smoother",
+    "hmm_viterbi",
+]
+
+
+class FilterResult(NamedTuple):
+    """Output of :func:`hmm_filter`."""
+
+    log_likelihood: Float[Array, ""]
+    filtered_probs: Float[Array, "T K"]
+    predicted_probs: Float[Array, "T K"]
+
+
+class BackwardResult(NamedTuple):
+    """Output of :func:`hmm_backward`."""
+
+    log_likelihood: Float[Array, ""]
+    log_backward: Float[Array, "T K"]
+
+
+class SmootherResult(NamedTuple):
+    """Output of :func:`hmm_smoother`."""
+
+    log_likelihood: Float[Array, ""]
+    filtered_probs: Float[Array, "T K"]
+    smoothed_probs: Float[Array, "T K"]
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _prepare(owner, log_initial, log_transition, log_likelihoods, log_prior, mask, length):
+    """Validate shapes (and concrete values) and return arrays in one float dtype."""
+    arrays = {"log_initial": log_initial, "log_transition": log_transition, "log_likelihoods": log_likelihoods}
+    if log_prior is not None:
+        arrays["log_prior"] = log_prior
+    arrays = {name: jnp.asarray(value) for name, value in arrays.items()}
+    for name, value in arrays.items():
+        if not (jnp.issubdtype(value.dtype, jnp.floating) or jnp.issubdtype(value.dtype, jnp.integer)):
+            raise ArprobTypeError(f"{owner}: {name} has dtype {value.dtype}, expected a real float array")
+    dtype = jnp.result_type(*arrays.values(), float)
+    arrays = {name: value.astype(dtype) for name, value in arrays.items()}
+    likelihoods = arrays["log_likelihoods"]
+    if likelihoods.ndim != 2 or likelihoods.shape[0] < 1 or likelihoods.shape[1] < 1:
+        raise ShapeError(f"{owner}: log_likelihoods has shape {likelihoods.shape}, expected (num_timesteps, "
+                         "num_states) with both >= 1 (vmap over a batch axis)")
+    num_timesteps, num_states = likelihoods.shape
+    if arrays["log_initial"].shape != (num_states,):
+        raise ShapeError(f"{owner}: log_initial has shape {arrays['log_initial'].shape}, expected ({num_states},) "
+                         "to match log_likelihoods.shape[1]")
+    transition_shape = arrays["log_transition"].shape
+    if transition_shape not in ((num_states, num_states), (num_timesteps - 1, num_states, num_states)):
+        raise ShapeError(f"{owner}: log_transition has shape {transition_shape}, expected ({num_states}, "
+                         f"{num_states}) or time-varying ({num_timesteps - 1}, {num_states}, {num_states})")
+    if "log_prior" in arrays and arrays["log_prior"].shape != likelihoods.shape:
+        raise ShapeError(f"{owner}: log_prior has shape {arrays['log_prior'].shape}, expected "
+                         f"{likelihoods.shape} like log_likelihoods")
+    if mask is not None:
+        mask = jnp.asarray(mask)
+        if mask.dtype != jnp.bool_:
+            raise ArprobTypeError(f"{owner}: mask has dtype {mask.dtype}, expected bool (False = missing)")
+        if mask.shape != (num_timesteps,):
+            raise ShapeError(f"{owner}: mask has shape {mask.shape}, expected ({num_timesteps},)")
+    if length is None:
+        length = num_timesteps
+    length = jnp.asarray(length)
+    if length.shape != () or not jnp.issubdtype(length.dtype, jnp.integer):
+        raise ArprobTypeError(f"{owner}: length must be an integer scalar, got shape {length.shape} "
+                              f"dtype {length.dtype}")
+    if is_concrete(length) and not 1 <= int(length) <= num_timesteps:
+        raise InvalidArgumentError(f"{owner}: length={int(length)}, expected 1 <= length <= {num_timesteps} "
+                                   "(the padded number of steps)")
+    potentials = likelihoods
+    if mask is not None:
+        potentials = jnp.where(mask[:, None], potentials, 0.0)
+    if "log_prior" in arrays:
+        potentials = potentials + arrays["log_prior"]
+    return arrays["log_initial"], arrays["log_transition"], potentials, length.astype(jnp.int32)
+
+
+# ---------------------------------------------------------------- numerics
+
+# Full float32 precision for matrix products: accelerators may otherwise use TF32 (10-bit mantissa).
+_EXACT = lax.Precision.HIGHEST
+
+
+def _two_sum(a, b):
+    """Knuth's TwoSum: ``s + e == a + b`` exactly, with ``s = fl(a + b)``."""
+    s = a + b
+    b_virtual = s - a
+    return s, (a - (s - b_virtual)) + (b - b_virtual)
+
+
+def _accumulate(high, low, value):
+    """Add ``value`` to the compensated pair ``(high, low)`` (sum = high + low)."""
+    high, error = _two_sum(high, value)
+    return high, low + error
+
+
+def _finite_or_zero(value):
+    return jnp.where(jnp.isfinite(value), value, jnp.zeros_like(value))
+
+
+def _safe_logsumexp(values, axis):
+    """``logsumexp`` that is ``-inf`` with a zero (not NaN) gradient where all inputs are ``-inf``."""
+    top = jax.lax.stop_gradient(_finite_or_zero(jnp.max(values, axis=axis, keepdims=True)))
+    total = jnp.sum(jnp.exp(values - top), axis=axis)
+    positive = total > 0
+    safe_total = jnp.where(positive, total, 1.0)
+    return jnp.where(positive, jnp.log(safe_total) + jnp.squeeze(top, axis), -jnp.inf)
+
+
+def _normalize(probs, axis=-1):
+    return probs / jnp.sum(probs, axis=axis, keepdims=True)
+
+
+def _shifted_exp(log_matrix):
+    """``(exp(M - g), g)`` with ``g`` the largest entry of each matrix (0 if not finite): no overflow."""
+    shift = _finite_or_zero(jnp.max(log_matrix, axis=(-2, -1)))
+    return jnp.exp(log_matrix - shift[..., None, None]), shift
+
+
+def _transition_at(log_transition, num_timesteps):
+    """Time-varying ``(T-1, K, K)`` view (broadcasts a homogeneous matrix)."""
+    if log_transition.ndim == 3:
+        return log_transition
+    return jnp.broadcast_to(log_transition, (num_timesteps - 1,) + log_transition.shape)
+
+
+def _valid(num_timesteps, length):
+    return jnp.arange(num_timesteps) < length
+
+
+# ---------------------------------------------------------------- sequential forward / backward
+
+
+def _step_inputs(inputs, fixed):
+    """``(matrix, shift, potential, valid)`` of one scan step; ``fixed`` is the shifted
+    time-homogeneous matrix, or ``None`` when the step's log-matrix leads ``inputs``."""
+    if fixed is None:
+        log_matrix, potential, valid = inputs
+        return (*_shifted_exp(log_matrix), potential, valid)
+    potential, valid = inputs
+    return (*fixed, potential, valid)
+
+
+def _forward_scan(log_initial, log_transition, potentials, length, store: bool):
+    r"""Scaled forward recursion; returns ``(log_likelihood, filtered, predicted)`` (or only the first)."""
+    num_timesteps, _ = potentials.shape
+    valid = _valid(num_timesteps, length)
+    time_varying = log_transition.ndim == 3
+
+    def condition(predicted, log_scale, potential):
+        top = _finite_or_zero(jnp.max(potential))
+        alpha = predicted * jnp.exp(potential - top)
+        total = jnp.sum(alpha)
+        return alpha / total, jnp.log(total) + top + log_scale
+
+    initial_scale = logsumexp(log_initial)
+    predicted0 = jnp.exp(log_initial - initial_scale)
+    filtered0, log_norm0 = condition(predicted0, initial_scale, potentials[0])
+    fixed = None if time_varying else _shifted_exp(log_transition)
+
+    def step(carry, inputs):
+        filtered, high, low = carry
+        step_matrix, step_shift, potential, is_valid = _step_inputs(inputs, fixed)
+        predicted = jnp.matmul(filtered, step_matrix, precision=_EXACT)  # unnormalised; its sum enters c_t
+        new_filtered, log_norm = condition(predicted, step_shift, potential)
+        new_high, new_low = _accumulate(high, low, log_norm)
+        carry = (jnp.where(is_valid, new_filtered, filtered), jnp.where(is_valid, new_high, high),
+                 jnp.where(is_valid, new_low, low))
+        if not store:
+            return carry, None
+        return carry, (jnp.where(is_valid, new_filtered, 0.0), jnp.where(is_valid, _normalize(predicted), 0.0))
+
+    inputs = (potentials[1:], valid[1:])
+    if time_varying:
+        inputs = (log_transition,) + inputs
+    zero = jnp.zeros((), potentials.dtype)
+    (_, high, low), outputs = lax.scan(step, (filtered0, log_norm0, zero), inputs)
+    log_likelihood = high + low
+    if not store:
+        return log_likelihood
+    filtered = jnp.concatenate([filtered0[None], outputs[0]])
+    predicted = jnp.concatenate([predicted0[None], outputs[1]])
+    return log_likelihood, filtered, predicted
+
+
+def _backward_scan(log_initial, log_transition, potentials, length):
+    r"""Scaled backward recursion.
+
+    Returns ``(log_likelihood, scaled, log_scale)`` with
+    :math:`\log\beta_t = \log(\text{scaled}_t) + \text{log\_scale}_t` exactly (up to rounding) and
+    ``scaled`` summing to one for ``t < length - 1``; ``scaled = 1`` and ``log_scale = 0`` for
+    ``t >= length - 1``.
+    """
+    num_timesteps, num_states = potentials.shape
+    valid = _valid(num_timesteps, length)
+    time_varying = log_transition.ndim == 3
+    fixed = None if time_varying else _shifted_exp(log_transition)
+
+    def step(carry, inputs):
+        scaled, high, low = carry
+        step_matrix, step_shift, potential, next_valid = _step_inputs(inputs, fixed)
+        top = _finite_or_zero(jnp.max(potential))
+        message = jnp.matmul(step_matrix, scaled * jnp.exp(potential - top), precision=_EXACT)
+        total = jnp.sum(message)
+        new_high, new_low = _accumulate(high, low, jnp.log(total) + top + step_shift)
+        carry = (jnp.where(next_valid, message / total, scaled), jnp.where(next_valid, new_high, high),
+                 jnp.where(next_valid, new_low, low))
+        return carry, carry
+
+    ones = jnp.ones(num_states, potentials.dtype)
+    zero = jnp.zeros((), potentials.dtype)
+    inputs = (potentials[1:], valid[1:])
+    if time_varying:
+        inputs = (log_transition,) + inputs
+    (scaled0, high, low), (scaled, highs, lows) = lax.scan(step, (ones, zero, zero), inputs, reverse=True)
+    scaled = jnp.concatenate([scaled, ones[None]])
+    log_scale = jnp.concatenate([highs + lows, zero[None]])
+    log_likelihood = logsumexp(log_initial + potentials[0] + jnp.log(scaled0)) + high + low
+    return log_likelihood, scaled, log_scale
+
+
+# ---------------------------------------------------------------- parallel (associative) forms
+
+
+def _semiring_combine(reduce):
+    r"""Associative product of normalised log-matrix elements ``(M, high, low)``.
+
+    An element stands for the matrix :math:`\exp(M + h + l)` with :math:`\max M = 0`.  The
+    product is :math:`C_{ik} = \operatorname{reduce}_j (A_{ij} + B_{jk})` (``logsumexp``: the
+    sum-product semiring; ``max``: max-plus), renormalised, with offsets added in two-sum
+    arithmetic so that no precision is lost on the large running offset.
+    """
+
+    def combine(first, second):
+        matrix_a, high_a, low_a = first
+        matrix_b, high_b, low_b = second
+        product = reduce(matrix_a[..., :, :, None] + matrix_b[..., None, :, :], axis=-2)
+        top = _finite_or_zero(jnp.max(product, axis=(-2, -1)))
+        high, error = _two_sum(high_a, high_b)
+        high, error_top = _two_sum(high, top)
+        return product - top[..., None, None], high, low_a + low_b + error + error_top
+
+    return combine
+
+
+_SUM_PRODUCT = _semiring_combine(_safe_logsumexp)
+_MAX_PLUS = _semiring_combine(jnp.max)
+
+
+def _elements(log_initial, log_transition, potentials, length):
+    r"""Forward elements :math:`a_0(i, j) = \log\pi_j + \psi_0(j)`, :math:`a_t(i, j) = \log A^{(t-1)}_{ij} +
+    \psi_t(j)`; the identity (0 on the diagonal, ``-inf`` elsewhere) for ``t >= length``."""
+    num_timesteps, num_states = potentials.shape
+    first = jnp.broadcast_to(log_initial + potentials[0], (num_states, num_states))
+    rest = _transition_at(log_transition, num_timesteps) + potentials[1:, None, :]
+    matrices = jnp.concatenate([first[None], rest])
+    identity = jnp.where(jnp.eye(num_states, dtype=bool), 0.0, -jnp.inf).astype(potentials.dtype)
+    matrices = jnp.where(_valid(num_timesteps, length)[:, None, None], matrices, identity)
+    top = _finite_or_zero(jnp.max(matrices, axis=(-2, -1)))
+    return matrices - top[:, None, None], top, jnp.zeros_like(top)
+
+
+def _forward_parallel(log_initial, log_transition, potentials, length, reduce_combine=_SUM_PRODUCT):
+    """Prefix products; row 0 of prefix ``t`` is the (normalised) forward log-message at ``t``."""
+    matrices, high, low = lax.associative_scan(reduce_combine, _elements(log_initial, log_transition,
+                                                                         potentials, length))
+    return matrices[:, 0, :], high, low
+
+
+def _backward_parallel(log_initial, log_transition, potentials, length):
+    r"""Suffix products :math:`a_{t+1} \cdots a_{T-1}`; returns ``(log_likelihood, scaled, log_scale)`` like
+    :func:`_backward_scan` (``scaled`` normalised to sum to one)."""
+    matrices, high, low = _elements(log_initial, log_transition, potentials, length)
+    num_states = potentials.shape[1]
+    identity = jnp.where(jnp.eye(num_states, dtype=bool), 0.0, -jnp.inf).astype(potentials.dtype)
+    zero = jnp.zeros((1,), potentials.dtype)
+    shifted = (jnp.concatenate([matrices[1:], identity[None]]), jnp.concatenate([high[1:], zero]),
+               jnp.concatenate([low[1:], zero]))
+    suffix, high, low = lax.associative_scan(lambda later, earlier: _SUM_PRODUCT(earlier, later), shifted,
+                                             reverse=True)
+    log_beta = logsumexp(suffix, axis=-1)
+    top = _finite_or_zero(jnp.max(log_beta, axis=-1))
+    log_total = logsumexp(log_beta - top[:, None], axis=-1)
+    scaled = jnp.exp(log_beta - top[:, None] - log_total[:, None])
+    log_likelihood = logsumexp(log_initial + potentials[0] + log_beta[0]) + high[0] + low[0]
+    return log_likelihood, scaled, (high + low) + (top + log_total)
+
+
+def _filter_parallel(log_initial, log_transition, potentials, length):
+    num_timesteps = potentials.shape[0]
+    valid = _valid(num_timesteps, length)
+    rows, high, low = _forward_parallel(log_initial, log_transition, potentials, length)
+    log_likelihood = high[-1] + (low[-1] + logsumexp(rows[-1]))
+    filtered = jnp.where(valid[:, None], jax.nn.softmax(rows, axis=-1), 0.0)
+    matrices, _ = _shifted_exp(_transition_at(log_transition, num_timesteps))
+    predicted = _normalize(jnp.einsum("ti,tij->tj", filtered[:-1], matrices, precision=_EXACT))
+    predicted = jnp.concatenate([jax.nn.softmax(log_initial)[None], predicted])
+    return log_likelihood, filtered, jnp.where(valid[:, None], predicted, 0.0)
+
+
+# ---------------------------------------------------------------- jitted cores
+
+
+@partial(jax.jit, static_argnames=("parallel",))
+def _log_likelihood_core(log_initial, log_transition, potentials, length, parallel):
+    if parallel:
+        rows, high, low = _forward_parallel(log_initial, log_transition, potentials, length)
+        return high[-1] + (low[-1] + logsumexp(rows[-1]))
+    return _forward_scan(log_initial, log_transition, potentials, length, store=False)
+
+
+@partial(jax.jit, static_argnames=("parallel",))
+def _filter_core(log_initial, log_transition, potentials, length, parallel):
+    if parallel:
+        return _filter_parallel(log_initial, log_transition, potentials, length)
+    return _forward_scan(log_initial, log_transition, potentials, length, store=True)
+
+
+@partial(jax.jit, static_argnames=("parallel",))
+def _forward_backward_core(log_initial, log_transition, potentials, length, parallel):
+    """One compiled forward-backward pass shared by the backward, smoother and pairwise kernels.
+
+    Returns ``(log_likelihood, filtered, scaled_backward, log_scale)`` (see :func:`_backward_scan`).
+    """
+    if parallel:
+        log_likelihood, filtered, _ = _filter_parallel(log_initial, log_transition, potentials, length)
+        _, scaled, log_scale = _backward_parallel(log_initial, log_transition, potentials, length)
+    else:
+        log_likelihood, filtered, _ = _forward_scan(log_initial, log_transition, potentials, length, store=True)
+        _, scaled, log_scale = _backward_scan(log_initial, log_transition, potentials, length)
+    return log_likelihood, filtered, scaled, log_scale
+
+
+# The post-processing below is vectorised over t (no scan): run eagerly, or traced inside the caller's jit.
+
+
+def _smoothed(filtered, scaled, length):
+    valid = _valid(filtered.shape[0], length)
+    return jnp.where(valid[:, None], _normalize(filtered * scaled), 0.0)
+
+
+def _pairwise_terms(filtered, scaled, potentials, length):
+    """``(filtered[:-1], forward-looking factor e^{psi_{t+1}} beta_{t+1} (T-1, K), pair_valid (T-1,))``."""
+    next_potential = potentials[1:]
+    top = _finite_or_zero(jnp.max(next_potential, axis=-1, keepdims=True))
+    ahead = scaled[1:] * jnp.exp(next_potential - top)
+    pair_valid = jnp.arange(1, potentials.shape[0]) < length
+    return filtered[:-1], ahead, pair_valid
+
+
+def _pairwise(log_transition, filtered, scaled, potentials, length):
+    behind, ahead, pair_valid = _pairwise_terms(filtered, scaled, potentials, length)
+    matrices, _ = _shifted_exp(_transition_at(log_transition, potentials.shape[0]))
+    joint = behind[:, :, None] * matrices * ahead[:, None, :]
+    joint = joint / jnp.sum(joint, axis=(-2, -1), keepdims=True)
+    return jnp.where(pair_valid[:, None, None], joint, 0.0)
+
+
+def _expected_transitions(log_transition, filtered, scaled, potentials, length):
+    if log_transition.ndim == 3:
+        return jnp.sum(_pairwise(log_transition, filtered, scaled, potentials, length), axis=0)
+    behind, ahead, pair_valid = _pairwise_terms(filtered, scaled, potentials, length)
+    # homogeneous: sum_t f_t(i) A_ij g_t(j) / n_t = A_ij (F^T diag(1/n) G)_ij, one matrix product
+    matrix, _ = _shifted_exp(log_transition)
+    norms = jnp.einsum("ti,ij,tj->t", behind, matrix, ahead, precision=_EXACT)
+    weights = jnp.where(pair_valid, 1.0 / norms, 0.0)
+    return matrix * jnp.matmul((behind * weights[:, None]).T, ahead, precision=_EXACT)
+
+
+def _backpointers(log_transition, rows):
+    """``pointer[t-1, j] = argmax_i (rows[t-1, i] + log A^{(t-1)}_{ij})`` (lowest i on ties)."""
+    num_timesteps = rows.shape[0]
+    scores = rows[:-1, :, None] + _transition_at(log_transition, num_timesteps)
+    return jnp.argmax(scores, axis=-2).astype(jnp.int32)
+
+
+def _compose_backwards(maps, last_state, valid):
+    r"""``path[t] = (m_t \circ m_{t+1} \circ \dots)(last_state)`` with ``maps[t]: z_{t+1} -> z_t``,
+    by a reverse associative scan over index maps; ``-1`` where not ``valid``."""
+    num_states = maps.shape[-1]
+    identity = jnp.arange(num_states, dtype=jnp.int32)
+    maps = jnp.concatenate([maps, identity[None]])
+    suffix = lax.associative_scan(lambda later, earlier: jnp.take_along_axis(earlier, later, axis=-1), maps,
+                                  reverse=True)
+    return jnp.where(valid, suffix[:, last_state], -1)
+
+
+@partial(jax.jit, static_argnames=("parallel",))
+def _viterbi_core(log_initial, log_transition, potentials, length, parallel):
+    num_timesteps, num_states = potentials.shape
+    valid = _valid(num_timesteps, length)
+    if parallel:
+        rows, high, low = _forward_parallel(log_initial, log_transition, potentials, length, _MAX_PLUS)
+        last_row = rows[-1]
+        log_prob = high[-1] + (low[-1] + jnp.max(last_row))
+    else:
+        first = log_initial + potentials[0]
+        top0 = _finite_or_zero(jnp.max(first))
+        time_varying = log_transition.ndim == 3
+
+        def step(carry, inputs):
+            row, high, low = carry
+            if time_varying:
+                log_matrix, potential, is_valid = inputs
+            else:
+                (potential, is_valid), log_matrix = inputs, log_transition
+            best = jnp.max(row[:, None] + log_matrix, axis=0) + potential
+            top = _finite_or_zero(jnp.max(best))
+            new_high, new_low = _accumulate(high, low, top)
+            carry = (jnp.where(is_valid, best - top, row), jnp.where(is_valid, new_high, high),
+                     jnp.where(is_valid, new_low, low))
+            return carry, carry[0]
+
+        inputs = (potentials[1:], valid[1:])
+        if time_varying:
+            inputs = (log_transition,) + inputs
+        zero = jnp.zeros((), potentials.dtype)
+        (last_row, high, low), rest = lax.scan(step, (first - top0, top0, zero), inputs)
+        rows = jnp.concatenate([(first - top0)[None], rest])
+        log_prob = high + (low + jnp.max(last_row))
+    pointers = _backpointers(log_transition, rows)
+    pointers = jnp.where(valid[1:, None], pointers, jnp.arange(num_states, dtype=jnp.int32))
+    last_state = jnp.argmax(last_row).astype(jnp.int32)
+    if parallel:
+        return _compose_backwards(pointers, last_state, valid), log_prob
+
+    def back(state, inputs):
+        pointer, is_valid = inputs
+        previous = pointer[state]
+        return previous, jnp.where(is_valid, previous, -1)
+
+    _, path = lax.scan(back, last_state, (pointers, valid[:-1]), reverse=True)
+    return jnp.concatenate([path, jnp.where(valid[-1], last_state, -1)[None]]), log_prob
+
+
+@partial(jax.jit, static_argnames=("num_samples", "parallel"))
+def _sample_core(key, log_initial, log_transition, potentials, length, num_samples, parallel):
+    num_timesteps, num_states = potentials.shape
+    valid = _valid(num_timesteps, length)
+    if parallel:
+        _, filtered, _ = _filter_parallel(log_initial, log_transition, potentials, length)
+    else:
+        _, filtered, _ = _forward_scan(log_initial, log_transition, potentials, length, store=True)
+    log_filtered = jnp.where(valid[:, None], jnp.log(filtered), 0.0)
+    log_transitions = _transition_at(log_transition, num_timesteps)
+    last_log_filtered = lax.dynamic_index_in_dim(log_filtered, length - 1, keepdims=False)
+    # logits[t, j, i] = log p(z_t = i | z_{t+1} = j, y) + const
+    backward_logits = log_filtered[:-1, None, :] + jnp.swapaxes(log_transitions, -1, -2)
+
+    def one_path(path_key):
+        key_last, key_steps = jax.random.split(path_key)
+        last_state = categorical(key_last, last_log_filtered).astype(jnp.int32)
+        if parallel:
+            maps = categorical(key_steps, backward_logits).astype(jnp.int32)
+            maps = jnp.where(valid[1:, None], maps, jnp.arange(num_states, dtype=jnp.int32))
+            return _compose_backwards(maps, last_state, valid)
+        step_keys = jax.random.split(key_steps, num_timesteps - 1)
+
+        def back(state, inputs):
+            step_key, logits, next_valid = inputs
+            previous = categorical(step_key, logits[state]).astype(jnp.int32)
+            previous = jnp.where(next_valid, previous, state)
+            return previous, previous
+
+        _, path = lax.scan(back, last_state, (step_keys, backward_logits, valid[1:]), reverse=True)
+        path = jnp.concatenate([path, last_state[None]])
+        return jnp.where(valid, path, -1)
+
+    return jax.vmap(one_path)(jax.random.split(key, num_samples))
+
+
+# ---------------------------------------------------------------- public kernels
+
+def hmm_log_likelihood(
+    log_initial: Float[Array, " K"], log_transition: Float[Array, "*T1 K K"], log_likelihoods: Float[Array, "T K"],
+    *, log_prior: Float[Array, "T K"] | None = None, mask: Bool[Array, " T"] | None = None,
+    length: int | Int[Array, ""] | None = None, parallel: bool = False,
+) -> Float[Array, ""]:
+    r"""Log-likelihood :math:`\log Z` only, storing nothing per step (the fast path).
+
+    The sequential form is a ``lax.scan`` with no per-step outputs: with predicted probabilities
+    :math:`\hat\alpha_{t \mid t-1}` it accumulates the normalisers
+    :math:`c_t = \sum_k \hat\alpha_{t \mid t-1}(k) e^{\psi_t(k)}` in compensated (two-sum) arithmetic,
+    :math:`\log Z = \sum_{t<L} \log c_t`.
+
+    Parameters
+    ----------
+    log_initial, log_transition, log_likelihoods, log_prior, mask, length, parallel
+        The HMM's log-potentials and options, described under *Common parameters* in
+        :mod:`arprob.inference.hmm`.
+
+    Returns
+    -------
+    Array
+        Scalar :math:`\log Z` (see the module docstring; includes the prior weights).
+    """
+    arrays = _prepare("hmm_log_likelihood", log_initial, log_transition, log_likelihoods, log_prior, mask, length)
+    return _log_likelihood_core(*arrays, parallel=bool(parallel))
+
+
+def hmm_filter(
+    log_initial: Float[Array, " K"], log_transition: Float[Array, "*T1 K K"], log_likelihoods: Float[Array, "T K"],
+    *, log_prior: Float[Array, "T K"] | None = None, mask: Bool[Array, " T"] | None = None,
+    length: int | Int[Array, ""] | None = None, parallel: bool = False,
+) -> FilterResult:
+    r"""Forward filter: log-likelihood, filtered and predicted state probabilities.
+
+    With :math:`\hat\alpha_0^- = \pi / \sum\pi` and, for :math:`t \ge 1`, the unnormalised
+    prediction :math:`\hat\alpha_t^- = \hat\alpha_{t-1}^\top A^{(t-1)}` (a probability vector when
+    :math:`A` is stochastic), the recursion is
+
+    .. math::
+
+        c_t = \sum_k \hat\alpha_t^-(k)\, e^{\psi_t(k)}, \qquad
+        \hat\alpha_t(k) = \hat\alpha_t^-(k)\, e^{\psi_t(k)} / c_t = p(z_t = k \mid \psi_{0:t}),
+
+    and :math:`\log Z = \log\sum\pi + \sum_{t<L} \log c_t`, the sum taken in two-sum (compensated)
+    arithmetic.  ``parallel=True`` computes the prefix products of the elements
+    :math:`a_0(i, j) = \pi_j e^{\psi_0(j)}`, :math:`a_t(i, j) = A^{(t-1)}_{ij} e^{\psi_t(j)}` in the
+    log-sum-exp semiring (row 0 of the prefix :math:`a_0 \cdots a_t` is the unnormalised forward
+    message :math:`\alpha_t`), each element kept as a max-normalised log-matrix plus a compensated
+    offset (Hassan et al., 2021).
+
+    Parameters
+    ----------
+    log_initial, log_transition, log_likelihoods, log_prior, mask, length, parallel
+        The HMM's log-potentials and options, described under *Common parameters* in
+        :mod:`arprob.inference.hmm`.
+
+    Returns
+    -------
+    FilterResult
+        ``log_likelihood`` (scalar), ``filtered_probs`` :math:`p(z_t \mid \psi_{0:t})` and
+        ``predicted_probs`` :math:`p(z_t \mid \psi_{0:t-1})`, both ``(T, K)``, exactly 0 for padded steps.
+    """
+    arrays = _prepare("hmm_filter", log_initial, log_transition, log_likelihoods, log_prior, mask, length)
+    return FilterResult(*_filter_core(*arrays, parallel=bool(parallel)))
+
+
+def hmm_backward(
+    log_initial: Float[Array, " K"], log_transition: Float[Array, "*T1 K K"], log_likelihoods: Float[Array, "T K"],
+    *, log_prior: Float[Array, "T K"] | None = None, mask: Bool[Array, " T"] | None = None,
+    length: int | Int[Array, ""] | None = None, parallel: bool = False,
+) -> BackwardResult:
+    r"""Backward pass: log backward messages :math:`\log\beta_t(k) = \log \tilde p(\psi_{t+1:L-1} \mid z_t = k)`.
+
+    .. math::
+
+        \beta_{L-1} = 1, \qquad \beta_t(i) = \sum_j A^{(t)}_{ij}\, e^{\psi_{t+1}(j)}\, \beta_{t+1}(j),
+        \qquad Z = \sum_k \pi_k e^{\psi_0(k)} \beta_0(k).
+
+    Computed with scaled messages and compensated log-scales, in the same compiled forward-backward
+    pass as the smoother (so it also pays for the forward pass); ``parallel=True`` uses suffix
+    products :math:`a_{t+1} \cdots a_{L-1}` (reverse associative scan), whose row sums are
+    :math:`\beta_t`.  In float32 the large values of :math:`\log\beta_t` carry their float32
+    rounding; use the smoother for marginals.
+
+    Parameters
+    ----------
+    log_initial, log_transition, log_likelihoods, log_prior, mask, length, parallel
+        The HMM's log-potentials and options, described under *Common parameters* in
+        :mod:`arprob.inference.hmm`.
+
+    Returns
+    -------
+    BackwardResult
+        ``log_likelihood`` and ``log_backward`` ``(T, K)`` (0 for ``t >= length - 1``).
+    """
+    arrays = _prepare("hmm_backward", log_initial, log_transition, log_likelihoods, log_prior, mask, length)
+    log_likelihood, _, scaled, log_scale = _forward_backward_core(*arrays, parallel=bool(parallel))
+    valid = _valid(scaled.shape[0], arrays[-1])
+    return BackwardResult(log_likelihood, jnp.where(valid[:, None], jnp.log(scaled) + log_scale[:, None], 0.0))
+
+
+def hmm_smoother(
+    log_initial: Float[Array, " K"], log_transition: Float[Array, "*T1 K K"], log_likelihoods: Float[Array, "T K"],
+    *, log_prior: Float[Array, "T K"] | None = None, mask: Bool[Array, " T"] | None = None,
+    length: int | Int[Array, ""] | None = None, parallel: bool = False,
+) -> SmootherResult:
+    r"""Forward-backward smoother: :math:`p(z_t = k \mid \text{all evidence}) \propto \hat\alpha_t(k)\,\beta_t(k)`.
+
+    Parameters
+    ----------
+    log_initial, log_transition, log_likelihoods, log_prior, mask, length, parallel
+        The HMM's log-potentials and options, described under *Common parameters* in
+        :mod:`arprob.inference.hmm`.
+
+    Returns
+    -------
+    SmootherResult
+        ``log_likelihood``, ``filtered_probs`` and ``smoothed_probs`` ``(T, K)`` (0 for padded steps).
+    """
+    arrays = _prepare("hmm_smoother", log_initial, log_transition, log_likelihoods, log_prior, mask, length)
+    log_likelihood, filtered, scaled, _ = _forward_backward_core(*arrays, parallel=bool(parallel))
+    return SmootherResult(log_likelihood, filtered, _smoothed(filtered, scaled, arrays[-1]))
+
+
+def hmm_pairwise_marginals(
+    log_initial: Float[Array, " K"], log_transition: Float[Array, "*T1 K K"], log_likelihoods: Float[Array, "T K"],
+    *, log_prior: Float[Array, "T K"] | None = None, mask: Bool[Array, " T"] | None = None,
+    length: int | Int[Array, ""] | None = None, parallel: bool = False,
+) -> Float[Array, "T1 K K"]:
+    r"""Pairwise posterior marginals :math:`\xi_t(i, j) = p(z_t = i, z_{t+1} = j \mid \text{evidence})`.
+
+    .. math::
+
+        \xi_t(i, j) \propto \hat\alpha_t(i)\, A^{(t)}_{ij}\, e^{\psi_{t+1}(j)}\, \beta_{t+1}(j),
+
+    normalised over :math:`(i, j)` for each :math:`t`.
+
+    Parameters
+    ----------
+    log_initial, log_transition, log_likelihoods, log_prior, mask, length, parallel
+        The HMM's log-potentials and options, described under *Common parameters* in
+        :mod:`arprob.inference.hmm`.
+
+    Returns
+    -------
+    Array
+        ``(T-1, K, K)``; exactly 0 for pairs with ``t + 1 >= length``.
+    """
+    arrays = _prepare("hmm_pairwise_marginals", log_initial, log_transition, log_likelihoods, log_prior, mask,
+                      length)
+    _, filtered, scaled, _ = _forward_backward_core(*arrays, parallel=bool(parallel))
+    return _pairwise(arrays[1], filtered, scaled, arrays[2], arrays[3])
+
+
+def hmm_expected_transitions(
+    log_initial: Float[Array, " K"], log_transition: Float[Array, "*T1 K K"], log_likelihoods: Float[Array, "T K"],
+    *, log_prior: Float[Array, "T K"] | None = None, mask: Bool[Array, " T"] | None = None,
+    length: int | Int[Array, ""] | None = None, parallel: bool = False,
+) -> Float[Array, "K K"]:
+    r"""Expected transition counts :math:`\sum_{t < L-1} \xi_t(i, j)` (the EM statistic).
+
+    For a homogeneous :math:`A` the sum is one matrix product,
+    :math:`A \odot (\hat\alpha^\top D\, G)` with :math:`G_t = e^{\psi_{t+1}} \beta_{t+1}` and
+    :math:`D` the diagonal of per-step normalisers, without forming ``(T-1, K, K)``.
+
+    Parameters
+    ----------
+    log_initial, log_transition, log_likelihoods, log_prior, mask, length, parallel
+        The HMM's log-potentials and options, described under *Common parameters* in
+        :mod:`arprob.inference.hmm`.
+
+    Returns
+    -------
+    Array
+        ``(K, K)``, summing to ``length - 1``.
+    """
+    arrays = _prepare("hmm_expected_transitions", log_initial, log_transition, log_likelihoods, log_prior, mask,
+                      length)
+    _, filtered, scaled, _ = _forward_backward_core(*arrays, parallel=bool(parallel))
+    return _expected_transitions(arrays[1], filtered, scaled, arrays[2], arrays[3])
+
+
+def hmm_viterbi(
+    log_initial: Float[Array, " K"], log_transition: Float[Array, "*T1 K K"], log_likelihoods: Float[Array, "T K"],
+    *, log_prior: Float[Array, "T K"] | None = None, mask: Bool[Array, " T"] | None = None,
+    length: int | Int[Array, ""] | None = None, parallel: bool = False,
+) -> tuple[Int[Array, " T"], Float[Array, ""]]:
+    r"""Most likely path :math:`\arg\max_z \log\tilde p(z, y)` by max-product.
+
+    .. math::
+
+        \delta_0 = \log\pi + \psi_0, \qquad
+        \delta_t(j) = \max_i \big(\delta_{t-1}(i) + \log A^{(t-1)}_{ij}\big) + \psi_t(j),
+
+    :math:`z_{L-1} = \arg\max\delta_{L-1}`, :math:`z_{t-1} = \arg\max_i (\delta_{t-1}(i) + \log
+    A^{(t-1)}_{i z_t})`.  Ties go to the lowest state id, at the last step and then at each
+    back-pointer.  :math:`\delta_t` is kept max-normalised with a compensated offset.
+    ``parallel=True`` computes the :math:`\delta_t` as prefix products in the max-plus semiring and
+    backtracks by a reverse associative scan that composes the back-pointer maps.
+
+    Parameters
+    ----------
+    log_initial, log_transition, log_likelihoods, log_prior, mask, length, parallel
+        The HMM's log-potentials and options, described under *Common parameters* in
+        :mod:`arprob.inference.hmm`.
+
+    Returns
+    -------
+    tuple
+        ``path`` int32 ``(T,)`` (``-1`` for padded steps) and its log-weight
+        :math:`\log\tilde p(z^\star, y)` (not divided by :math:`Z`).
+    """
+    arrays = _prepare("hmm_viterbi", log_initial, log_transition, log_likelihoods, log_prior, mask, length)
+    return _viterbi_core(*arrays, parallel=bool(parallel))
+
+
+def hmm_posterior_sample(
+    key, log_initial: Float[Array, " K"], log_transition: Float[Array, "*T1 K K"],
+    log_likelihoods: Float[Array, "T K"], num_samples: int, *, log_prior: Float[Array, "T K"] | None = None,
+    mask: Bool[Array, " T"] | None = None, length: int | Int[Array, ""] | None = None, parallel: bool = False,
+) -> Int[Array, "num_samples T"]:
+    r"""Exact posterior path samples by forward filtering, backward sampling.
+
+    .. math::
+
+        z_{L-1} \sim \hat\alpha_{L-1}, \qquad
+        p(z_t = i \mid z_{t+1} = j, \text{evidence}) \propto \hat\alpha_t(i)\, A^{(t)}_{ij}.
+
+    ``parallel=True`` draws, for every step :math:`t` and every value :math:`j` of
+    :math:`z_{t+1}`, an independent :math:`z_t` from the conditional above (a random map
+    :math:`j \mapsto z_t`) and composes the maps by a reverse associative scan; the maps of
+    different steps are independent, so the path has the same law (the draws differ from the
+    sequential form's).  Categorical draws use :func:`arprob._random.categorical`.
+
+    Parameters
+    ----------
+    key
+        PRNG key.
+    log_initial, log_transition, log_likelihoods, log_prior, mask, length, parallel
+        The HMM's log-potentials and options, described under *Common parameters* in
+        :mod:`arprob.inference.hmm`.
+    num_samples
+        Number of independent paths.
+
+    Returns
+    -------
+    Array
+        int32 ``(num_samples, T)``, ``-1`` for padded steps.
+    """
+    num_samples = check_positive_int("hmm_posterior_sample", "num_samples", num_samples)
+    arrays = _prepare("hmm_posterior_sample", log_initial, log_transition, log_likelihoods, log_prior, mask, length)
+    return _sample_core(key, *arrays, num_samples=num_samples, parallel=bool(parallel))
