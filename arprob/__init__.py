@@ -6,26 +6,33 @@ an exact law; :mod:`arprob.verify` tells whether a sampler draws from the law
 it claims.
 """
 
-from arprob import conditionals, errors, precision, samplers, schedules, verify
+from arprob import conditionals, errors, inference, learning, precision, samplers, schedules, verify
 from arprob.anyorder import AnyOrderAR
 from arprob.conditionals import Conditionals
 from arprob.diffusion import AbsorbingDiffusion
-from arprob.distributions import MarkovChain, NGram, SequenceDistribution, TabularJoint
+from arprob.distributions import ARHMM, DFA, HMM, MarkovChain, NGram, SequenceDistribution, TabularJoint
 from arprob.errors import ArprobError
+from arprob.learning import fit_em
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ARHMM",
     "AbsorbingDiffusion",
     "AnyOrderAR",
     "ArprobError",
     "Conditionals",
+    "DFA",
+    "HMM",
     "MarkovChain",
     "NGram",
     "SequenceDistribution",
     "TabularJoint",
     "conditionals",
     "errors",
+    "fit_em",
+    "inference",
+    "learning",
     "precision",
     "samplers",
     "schedules",

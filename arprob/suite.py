@@ -17,8 +17,9 @@ import jax
 import numpy as np
 
 from arprob import schedules
+from arprob._enumerate import all_sequences
 from arprob.conditionals import perturbed
-from arprob.distributions import MarkovChain, NGram, TabularJoint
+from arprob.distributions import DFA, HMM, MarkovChain, NGram, TabularJoint
 from arprob.samplers import (
     ancestral,
     ancestral_law,
@@ -61,6 +62,7 @@ def _models():
         "TabularJoint(V=3, L=4)": lambda: TabularJoint.random(jax.random.key(1), 4, 3, concentration=0.5),
         "MarkovChain(V=3, L=5)": lambda: MarkovChain.random(jax.random.key(2), 5, 3),
         "NGram(V=2, K=2, L=6)": lambda: NGram.random(jax.random.key(3), 6, 2, 2),
+        "HMM(K=3, V=3, L=4)": lambda: HMM.random(jax.random.key(4), 4, 3, 3),
     }
 
 
@@ -99,7 +101,22 @@ def cases(quick: bool = False) -> list[Case]:
                       make_perturbed))
     suite.extend(_masked_cases())
     suite.extend(_decoding_cases())
+    suite.append(Case("HMM.sample_constrained (GeLaTo)", "HMM(K=3, V=3, L=4), no equal neighbours", "exact",
+                      _hmm_constrained))
     return suite
+
+
+def _hmm_constrained():
+    """Constrained sampling against the target's law restricted to the DFA's language, renormalized."""
+    model = _models()["HMM(K=3, V=3, L=4)"]()
+    transitions = np.array([[1, 2, 3], [4, 2, 3], [1, 4, 3], [1, 2, 4], [4, 4, 4]])  # state = last token + 1
+    dfa = DFA(transitions, 0, np.array([True, True, True, True, False]))  # 4 = saw two equal neighbours
+    sequences = all_sequences(3, 4)
+    law = np.where(np.all(sequences[:, 1:] != sequences[:, :-1], axis=1), np.asarray(model.law()), 0.0)
+    law /= law.sum()
+    sampler = Sampler(lambda key, n: model.sample_constrained(key, dfa, n), law=lambda: law,
+                      name="HMM.sample_constrained (GeLaTo)")
+    return sampler, TabularJoint(probs=law.reshape((3,) * 4))
 
 
 def _sampler_case(label: str, model_name: str, claim: str, sample, law) -> Case:

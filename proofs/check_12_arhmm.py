@@ -218,3 +218,31 @@ def test_ignoring_the_prior_in_the_e_step_can_decrease_the_weighted_likelihood()
             decreased = True
             break
     assert decreased
+
+
+@pytest.mark.parametrize("case", ["soft", "hard"])
+def test_library_fit_em_takes_the_reference_steps(case):
+    """arprob.fit_em (batched forward-backward E-step) against the enumerating reference above."""
+    from arprob.distributions.arhmm import ARHMM
+    from arprob.learning import fit_em
+
+    rng = np.random.default_rng(7)
+    K, D, p, T = 2, 1, 1, 11
+    theta = random_arhmm(rng, K, D, p)
+    y = np.cumsum(rng.normal(size=(T, D)), axis=0) * 0.5
+    log_prior = np.log(rng.dirichlet(np.ones(K), size=T - p))
+    if case == "hard":
+        log_prior[[0, 3, 6], 1] = -np.inf
+    mask = np.ones(T - p, bool)
+    reference = theta
+    for _ in range(3):
+        paths, _, weighted = path_log_weights(reference, y, log_prior, mask, p)
+        posterior = np.exp(weighted - np.logaddexp.reduce(weighted))
+        reference = m_step(posterior, paths, y, mask, p, K, D, reference)
+    model = ARHMM(*theta, num_lags=p)
+    state_prior = np.concatenate([np.ones((p, K)), np.exp(log_prior)])
+    fitted, values = fit_em(model, y, state_prior=state_prior, max_iters=3, tol=0.0, covariance_floor=VARIANCE_FLOOR)
+    assert values[0] == pytest.approx(objective(theta, y, log_prior, mask, p), rel=1e-12)
+    for got, expected in zip((fitted.initial_probs, fitted.transition_probs, fitted.weights, fitted.biases,
+                              fitted.covariances), reference):
+        np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-9, atol=1e-12)

@@ -1,7 +1,9 @@
-"""Exact sequence models (numpyro distributions)."""
+"""Exact sequence models (numpyro distributions), and the autoregressive HMM for time series."""
 
+from arprob.distributions.arhmm import ARHMM
 from arprob.distributions.base import SequenceDistribution
 from arprob.distributions.chain import MarkovChain, NGram
+from arprob.distributions.hmm import DFA, HMM
 from arprob.distributions.tabular import TabularJoint
 
-__all__ = ["MarkovChain", "NGram", "SequenceDistribution", "TabularJoint"]
+__all__ = ["ARHMM", "DFA", "HMM", "MarkovChain", "NGram", "SequenceDistribution", "TabularJoint"]

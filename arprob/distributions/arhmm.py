@@ -1,0 +1,487 @@
+r"""Autoregressive hidden Markov model with Gaussian vector-autoregressive emissions: :class:`ARHMM`.
+
+A hidden Markov chain :math:`z_t \in \{0, \dots, K-1\}` selects, at every step, one of :math:`K`
+vector autoregressions of order :math:`p` (``num_lags``) in :math:`\mathbb{R}^D`:
+
+.. math::
+
+    x_t \mid z_t = k,\ x_{<t} \sim \mathcal N\Big(\sum_{l=1}^{p} A_{k,l}\, x_{t-l} + b_k,\ Q_k\Big),
+    \qquad p(z_{t+1} = j \mid z_t = i) = P_{ij}.
+
+Conventions (fixed, tested in ``tests/test_arhmm.py``):
+
+* ``weights`` has shape ``(K, p, D, D)`` and ``weights[k, l-1]`` is :math:`A_{k,l}`, the matrix that
+  multiplies :math:`x_{t-l}` (``weights[k, 0]`` multiplies the most recent value :math:`x_{t-1}`).
+  dynamax stacks the lags the other way in places (see ``docs/concepts/arhmm.md``);
+* ``biases`` ``(K, D)``; ``covariances`` ``(K, D, D)``, or ``(D, D)`` tied (shared by all states);
+* ``log_prob(y)`` for ``y`` of shape ``(T, D)`` is the likelihood *conditional on the first p
+  observations*, :math:`\log p(y_{p:T-1} \mid y_{0:p-1})`, and ``initial_probs`` is the law of the
+  first modelled state :math:`z_p`: an array ``(K,)``, or the string ``"stationary"`` for the
+  stationary law :math:`\pi = \pi P` of ``transition_probs`` (the econometric Markov-switching
+  convention), computed by one linear solve (see :func:`stationary_distribution`);
+* every per-step input and output (``log_prior``, ``mask``, filtered/smoothed probabilities, Viterbi
+  paths) has ``T - p`` rows, row ``i`` referring to the modelled step :math:`t = p + i`.
+
+The emission log-densities are Gaussian log-densities computed with the Cholesky factors of the
+:math:`Q_k`; everything else is done by the kernels of :mod:`arprob.inference.hmm` (compensated sums,
+exact in float64 to 1e-10 against enumeration of all :math:`K^{T-p}` state paths in the tests).
+
+References: J. D. Hamilton (1989), *A new approach to the economic analysis of nonstationary time
+series and the business cycle*, Econometrica 57; K. P. Murphy (2012), *Machine Learning: a
+Probabilistic Perspective*, §17.6.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.linalg import solve_triangular
+from jaxtyping import Array, Float, Int
+from numpyro.distributions import Distribution, constraints
+
+from arprob._random import categorical
+from arprob._validation import check_positive_int, check_probs, is_concrete
+from arprob.errors import ArprobTypeError, InvalidArgumentError, ShapeError
+from arprob.inference.hmm import (
+    FilterResult,
+    SmootherResult,
+    hmm_filter,
+    hmm_log_likelihood,
+    hmm_posterior_sample,
+    hmm_smoother,
+    hmm_viterbi,
+)
+
+__all__ = ["ARHMM", "ForecastResult", "stationary_distribution"]
+
+_OWNER = "ARHMM"
+
+
+class ForecastResult(NamedTuple):
+    """Output of :meth:`ARHMM.forecast` (``h`` = horizon, ``n`` = num_samples)."""
+
+    mean: Float[Array, "h D"]
+    covariance: Float[Array, "h D D"]
+    samples: Float[Array, "n h D"]
+    states: Int[Array, "n h"]
+
+
+def stationary_distribution(transition_probs: Float[Array, "K K"]) -> Float[Array, " K"]:
+    r"""The stationary law :math:`\pi = \pi P` of a stochastic matrix, by one linear solve.
+
+    With :math:`\mathbf 1` the all-ones matrix, :math:`\pi (I - P + \mathbf 1) = \mathbf 1^\top`
+    (because :math:`\pi \mathbf 1 = \mathbf 1^\top` for a probability vector), and
+    :math:`I - P + \mathbf 1` is invertible exactly when :math:`P` has a unique stationary law
+    (one closed communicating class).  Differentiable in :math:`P`.  On concrete values a
+    singular system (no unique stationary law) raises :class:`~arprob.errors.InvalidArgumentError`;
+    round-off negatives (:math:`\sim 10^{-16}`) are clipped to 0 and the result renormalised.
+    """
+    transition = jnp.asarray(transition_probs)
+    num_states = transition.shape[-1]
+    system = jnp.eye(num_states, dtype=transition.dtype) - transition + 1.0
+    if is_concrete(transition):
+        singular_values = np.linalg.svd(np.asarray(system, dtype=np.float64), compute_uv=False)
+        eps = float(jnp.finfo(transition.dtype).eps)
+        if singular_values[-1] <= 1e3 * eps * num_states * singular_values[0]:
+            raise InvalidArgumentError(
+                f"{_OWNER}: initial_probs='stationary' but transition_probs has no unique stationary law "
+                f"(I - P + 1 is singular, smallest singular value {singular_values[-1]:.3g}): the chain has "
+                "several closed classes; pass initial_probs as an array instead"
+            )
+    probs = jnp.linalg.solve(system.T, jnp.ones(num_states, transition.dtype))
+    probs = jnp.clip(probs, 0.0, None)
+    return probs / jnp.sum(probs)
+
+
+# ---------------------------------------------------------------- pure functions
+
+
+def _lag_stack(y, num_lags):
+    """``lags[i, l-1] = y[p + i - l]`` for the ``T - p`` modelled steps: shape ``(T-p, p, D)``."""
+    num_timesteps = y.shape[0]
+    return jnp.stack([y[num_lags - lag: num_timesteps - lag] for lag in range(1, num_lags + 1)], axis=1) \
+        if num_lags else jnp.zeros((num_timesteps, 0, y.shape[1]), y.dtype)
+
+
+@partial(jax.jit, static_argnames=("num_lags",))
+def _emission_log_likelihoods(y, weights, biases, scale_trils, num_lags):
+    r""":math:`\log \mathcal N(y_t; \sum_l A_{k,l} y_{t-l} + b_k, L_k L_k^\top)`, shape ``(T-p, K)``."""
+    lags = _lag_stack(y, num_lags)
+    means = jnp.einsum("klij,tlj->tki", weights, lags) + biases  # (T-p, K, D)
+    residuals = y[num_lags:, None, :] - means
+    whitened = jax.vmap(lambda tril, r: solve_triangular(tril, r.T, lower=True).T, in_axes=(0, 1), out_axes=1)(
+        scale_trils, residuals)
+    dimension = y.shape[-1]
+    half_log_det = jnp.sum(jnp.log(jnp.diagonal(scale_trils, axis1=-2, axis2=-1)), axis=-1)
+    return -0.5 * jnp.sum(whitened**2, axis=-1) - half_log_det - 0.5 * dimension * jnp.log(2 * jnp.pi)
+
+
+@partial(jax.jit, static_argnames=("num_lags",))
+def _log_prob_core(y, log_prior, mask, log_initial, log_transition, weights, biases, scale_trils, num_lags):
+    """``log p(y_{p:T-1} | y_{0:p-1})`` broadcast over leading axes of ``y``, ``log_prior`` and ``mask``."""
+
+    def single(sequence, prior, observed):
+        log_likelihoods = _emission_log_likelihoods(sequence, weights, biases, scale_trils, num_lags)
+        return hmm_log_likelihood(log_initial, log_transition, log_likelihoods, log_prior=prior, mask=observed)
+
+    return jnp.vectorize(single, signature="(t,d),(s,k),(s)->()")(y, log_prior, mask)
+
+
+@partial(jax.jit, static_argnames=("num_steps",))
+def _simulate(keys, initial_probs, transition_probs, weights, biases, scale_trils, history, num_steps):
+    """One path per key: ``(states (n, num_steps), observations (n, num_steps, D))`` after ``history``."""
+    log_initial = jnp.log(initial_probs)
+    log_transition = jnp.log(transition_probs)
+    dimension = biases.shape[-1]
+
+    def one_path(key):
+        key_first, key_steps = jax.random.split(key)
+        first = categorical(key_first, log_initial).astype(jnp.int32)
+        recent_first = history[::-1]  # recent_first[l-1] = x_{t-l}
+
+        def step(carry, step_key):
+            state, recent = carry
+            key_noise, key_next = jax.random.split(step_key)
+            mean = jnp.einsum("lij,lj->i", weights[state], recent) + biases[state]
+            noise = jax.random.normal(key_noise, (dimension,), dtype=biases.dtype)
+            value = mean + scale_trils[state] @ noise
+            recent = jnp.concatenate([value[None], recent[:-1]], axis=0)
+            next_state = categorical(key_next, log_transition[state]).astype(jnp.int32)
+            return (next_state, recent), (state, value)
+
+        _, (states, values) = jax.lax.scan(step, (first, recent_first), jax.random.split(key_steps, num_steps))
+        return states, values
+
+    return jax.vmap(one_path)(keys)
+
+
+@jax.jit
+def _forecast_moments(samples, probs, weights, biases, covariances, history):
+    """Exact mixture moments at step 1, sample moments (divisor ``n - 1``) at later steps."""
+    means = jnp.einsum("klij,lj->ki", weights, history[::-1]) + biases  # (K, D)
+    first_mean = probs @ means
+    second = jnp.einsum("k,kij->ij", probs, covariances + means[:, :, None] * means[:, None, :])
+    first_cov = second - jnp.outer(first_mean, first_mean)
+    sample_mean = jnp.mean(samples, axis=0)
+    centred = samples - sample_mean
+    covariance = jnp.einsum("nhi,nhj->hij", centred, centred) / (samples.shape[0] - 1)
+    return sample_mean.at[0].set(first_mean), covariance.at[0].set(first_cov)
+
+
+# ---------------------------------------------------------------- the distribution
+
+
+class ARHMM(Distribution):
+    r"""Autoregressive HMM (Markov-switching vector autoregression), a numpyro distribution.
+
+    .. math::
+
+        p(y_{p:T-1} \mid y_{0:p-1}) = \sum_{z_{p:T-1}} \pi_{z_p} \prod_{t=p+1}^{T-1} P_{z_{t-1} z_t}
+        \prod_{t=p}^{T-1} \mathcal N\Big(y_t;\ \sum_{l=1}^{p} A_{z_t,l}\, y_{t-l} + b_{z_t},\ Q_{z_t}\Big).
+
+    Event shape ``(T, D)``, real support, no batch shape (the parameters are one model;
+    ``log_prob`` broadcasts over leading axes of the value).  ``T`` is read from the value at
+    ``log_prob`` time (any ``T > p``).  ``length`` is optional: given, the event shape is
+    ``(length, D)`` and :meth:`sample` draws that many rows; omitted, :meth:`sample` refuses and the
+    event shape is the placeholder ``(1, D)``, which broadcasts against observations of any length, so
+    ``numpyro.sample("y", ARHMM(...), obs=y)`` works (with or without plates) for any ``T``.
+
+    Parameters
+    ----------
+    initial_probs
+        Law of the first modelled state :math:`z_p`, shape ``(K,)``, or ``"stationary"`` for the
+        stationary law of ``transition_probs`` (:func:`stationary_distribution`; an error if it is
+        not unique).
+    transition_probs
+        :math:`P`, shape ``(K, K)``; row ``i`` is the law of :math:`z_{t+1}` given :math:`z_t = i`.
+    weights
+        :math:`A`, shape ``(K, p, D, D)``; ``weights[k, l-1]`` multiplies :math:`x_{t-l}`.
+    biases
+        :math:`b`, shape ``(K, D)``.
+    covariances
+        :math:`Q`, shape ``(K, D, D)`` (one per state) or ``(D, D)`` (tied); symmetric positive definite.
+        Stored as ``(K, D, D)`` in both cases (a tied one broadcast), with ``tied`` recording which was given.
+    num_lags
+        :math:`p \ge 0` (``0`` is a Gaussian HMM).
+    length
+        Optional ``T``: event shape ``(T, D)`` and the length of :meth:`sample` draws (history included).
+    validate_args
+        ``False`` skips the checks of concrete values (shapes are always checked).
+    """
+
+    arg_constraints = {}
+    pytree_data_fields = ("initial_probs", "transition_probs", "weights", "biases", "covariances", "scale_trils")
+    pytree_aux_fields = ("num_lags", "length", "stationary", "tied", "num_states", "dimension")
+
+    def __init__(self, initial_probs, transition_probs, weights, biases, covariances, num_lags: int, *,
+                 length: int | None = None, validate_args=None):
+        num_lags = check_positive_int(_OWNER, "num_lags", num_lags, minimum=0)
+        checks = validate_args is not False
+        transition = jnp.asarray(transition_probs)
+        if transition.ndim != 2 or transition.shape[0] != transition.shape[1] or transition.shape[0] < 1:
+            raise ShapeError(f"{_OWNER}: transition_probs has shape {transition.shape}, expected (K, K) "
+                             "(square; row i is the law of the next state after state i)")
+        num_states = transition.shape[0]
+        biases = jnp.asarray(biases)
+        if biases.ndim != 2 or biases.shape[0] != num_states or biases.shape[1] < 1:
+            raise ShapeError(f"{_OWNER}: biases has shape {biases.shape}, expected (K, D) = ({num_states}, D) "
+                             "with K from transition_probs and D >= 1")
+        dimension = biases.shape[1]
+        weights = jnp.asarray(weights)
+        expected = (num_states, num_lags, dimension, dimension)
+        if weights.shape != expected:
+            raise ShapeError(f"{_OWNER}: weights has shape {weights.shape}, expected (K, num_lags, D, D) = "
+                             f"{expected} (K from transition_probs, D from biases; weights[k, l-1] multiplies "
+                             "x[t-l])")
+        covariances = jnp.asarray(covariances)
+        tied = covariances.shape == (dimension, dimension)
+        if tied:
+            covariances = jnp.broadcast_to(covariances, (num_states, dimension, dimension))
+        elif covariances.shape != (num_states, dimension, dimension):
+            raise ShapeError(f"{_OWNER}: covariances has shape {covariances.shape}, expected (K, D, D) = "
+                             f"{(num_states, dimension, dimension)} or tied (D, D) = {(dimension, dimension)}")
+        stationary = isinstance(initial_probs, str)
+        if stationary and initial_probs != "stationary":
+            raise InvalidArgumentError(f"{_OWNER}: initial_probs={initial_probs!r}, expected an array of shape "
+                                       f"({num_states},) or the string 'stationary'")
+        if not stationary:
+            initial = jnp.asarray(initial_probs)
+            if initial.shape != (num_states,):
+                raise ShapeError(f"{_OWNER}: initial_probs has shape {initial.shape}, expected ({num_states},) "
+                                 "(the law of the first modelled state z_p), or the string 'stationary'")
+        arrays = [transition, weights, biases, covariances] + ([] if stationary else [initial])
+        for name, value in zip(("transition_probs", "weights", "biases", "covariances", "initial_probs"), arrays):
+            if not (jnp.issubdtype(value.dtype, jnp.floating) or jnp.issubdtype(value.dtype, jnp.integer)):
+                raise ArprobTypeError(f"{_OWNER}: {name} has dtype {value.dtype}, expected a real float array")
+        dtype = jnp.result_type(*arrays, float)
+        transition, weights, biases, covariances = (a.astype(dtype) for a in (transition, weights, biases,
+                                                                                covariances))
+        if checks:
+            check_probs(_OWNER, "transition_probs", transition)
+            if not stationary:
+                check_probs(_OWNER, "initial_probs", initial)
+            _check_covariances(covariances)
+            if is_concrete(weights, biases) and not (np.all(np.isfinite(np.asarray(weights)))
+                                                     and np.all(np.isfinite(np.asarray(biases)))):
+                raise InvalidArgumentError(f"{_OWNER}: weights and biases must be finite")
+        initial = stationary_distribution(transition) if stationary else initial.astype(dtype)
+        if length is not None:
+            length = check_positive_int(_OWNER, "length", length, minimum=num_lags + 1)
+        self.initial_probs = initial
+        self.transition_probs = transition
+        self.weights = weights
+        self.biases = biases
+        self.covariances = covariances
+        self.scale_trils = jnp.linalg.cholesky(covariances)
+        self.num_lags = num_lags
+        self.length = length
+        self.stationary = stationary
+        self.tied = tied
+        self.num_states = num_states
+        self.dimension = dimension
+        # Without a length, (1, D) is a placeholder that broadcasts against any number of steps, so that
+        # numpyro's shape checks (log_density, plates) accept observations of any length T.
+        event_shape = (length if length is not None else 1, dimension)
+        super().__init__(batch_shape=(), event_shape=event_shape, validate_args=validate_args)
+
+    support = constraints.independent(constraints.real, 2)
+
+    def __repr__(self):
+        initial = "'stationary'" if self.stationary else "array"
+        return (f"ARHMM(num_states={self.num_states}, dimension={self.dimension}, num_lags={self.num_lags}, "
+                f"initial_probs={initial}, length={self.length})")
+
+    # -- checks -------------------------------------------------------------
+    def _check_value(self, y, name="y"):
+        y = jnp.asarray(y)
+        if y.ndim < 2 or y.shape[-1] != self.dimension or y.shape[-2] <= self.num_lags:
+            raise ShapeError(f"{_OWNER}: {name} has shape {y.shape}, expected (..., T, D) with D = {self.dimension} "
+                             f"and T > num_lags = {self.num_lags} (the first {self.num_lags} rows are the "
+                             "conditioning history)")
+        if not jnp.issubdtype(y.dtype, jnp.floating):
+            y = y.astype(self.biases.dtype)
+        return y
+
+    def _per_step(self, y, log_prior, mask):
+        """Validated ``(log_prior, mask)`` for the ``T - p`` modelled steps (defaults: 0 and True)."""
+        steps = y.shape[-2] - self.num_lags
+        batch = y.shape[:-2]
+        if log_prior is None:
+            log_prior = jnp.zeros(batch + (steps, self.num_states), y.dtype)
+        else:
+            log_prior = jnp.asarray(log_prior)
+            if log_prior.ndim < 2 or log_prior.shape[-2:] != (steps, self.num_states):
+                raise ShapeError(f"{_OWNER}: log_prior has shape {log_prior.shape}, expected (..., T - num_lags, "
+                                 f"K) = (..., {steps}, {self.num_states}): row i is step t = num_lags + i")
+        if mask is None:
+            mask = jnp.ones(batch + (steps,), bool)
+        else:
+            mask = jnp.asarray(mask)
+            if mask.dtype != jnp.bool_:
+                raise ArprobTypeError(f"{_OWNER}: mask has dtype {mask.dtype}, expected bool (False = missing)")
+            if mask.ndim < 1 or mask.shape[-1] != steps:
+                raise ShapeError(f"{_OWNER}: mask has shape {mask.shape}, expected (..., T - num_lags) = "
+                                 f"(..., {steps}): entry i is step t = num_lags + i")
+        return log_prior, mask
+
+    def _single(self, y, name="y"):
+        y = self._check_value(y, name)
+        if y.ndim != 2:
+            raise ShapeError(f"{_OWNER}: {name} has shape {y.shape}, expected one sequence (T, D); "
+                             "use jax.vmap over a batch")
+        return y
+
+    def _log_potentials(self):
+        return jnp.log(self.initial_probs), jnp.log(self.transition_probs)
+
+    # -- densities ----------------------------------------------------------
+    def emission_log_likelihoods(self, y: Float[Array, "*batch T D"]) -> Float[Array, "*batch S K"]:
+        r""":math:`\log \mathcal N(y_t; \sum_l A_{k,l} y_{t-l} + b_k, Q_k)` for ``t = p..T-1``: ``(..., T-p, K)``."""
+        y = self._check_value(y)
+
+        def single(sequence):
+            return _emission_log_likelihoods(sequence, self.weights, self.biases, self.scale_trils, self.num_lags)
+
+        return jnp.vectorize(single, signature="(t,d)->(s,k)")(y)
+
+    def log_prob(self, value: Float[Array, "*batch T D"], *, log_prior=None, mask=None) -> Float[Array, "*batch"]:
+        r""":math:`\log p(y_{p:T-1} \mid y_{0:p-1})` by the forward pass (:func:`hmm_log_likelihood`).
+
+        ``log_prior`` ``(..., T-p, K)`` adds per-step log weights :math:`\log w_t(k)` over the states (the
+        result is then :math:`\log Z` of the weighted joint, see :mod:`arprob.inference.hmm`); ``mask``
+        bool ``(..., T-p)``, ``False`` at a missing observation: its emission term is dropped.  A missing
+        :math:`y_t` is *not* imputed where it serves as a lag of later steps: its (finite) value in ``y`` is
+        used as given.  Broadcasts over leading axes of ``value``, ``log_prior`` and ``mask``.
+        """
+        y = self._check_value(value, "value")
+        log_prior, mask = self._per_step(y, log_prior, mask)
+        return _log_prob_core(y, log_prior, mask, *self._log_potentials(), self.weights, self.biases,
+                              self.scale_trils, num_lags=self.num_lags)
+
+    def _kernel_args(self, y, log_prior, mask):
+        y = self._single(y)
+        log_prior, mask = self._per_step(y, log_prior, mask)
+        if log_prior.ndim != 2 or mask.ndim != 1:
+            raise ShapeError(f"{_OWNER}: log_prior and mask must be for one sequence, got shapes "
+                             f"{log_prior.shape} and {mask.shape}; use jax.vmap over a batch")
+        log_initial, log_transition = self._log_potentials()
+        log_likelihoods = _emission_log_likelihoods(y, self.weights, self.biases, self.scale_trils, self.num_lags)
+        return (log_initial, log_transition, log_likelihoods), dict(log_prior=log_prior, mask=mask)
+
+    def filter(self, y: Float[Array, "T D"], *, log_prior=None, mask=None) -> FilterResult:
+        """:func:`~arprob.inference.hmm.hmm_filter` on ``y``: probabilities ``(T-p, K)``, row ``i`` = step ``p+i``."""
+        args, kwargs = self._kernel_args(y, log_prior, mask)
+        return hmm_filter(*args, **kwargs)
+
+    def smooth(self, y: Float[Array, "T D"], *, log_prior=None, mask=None) -> SmootherResult:
+        """:func:`~arprob.inference.hmm.hmm_smoother` on ``y``: :math:`p(z_t \\mid y)` for ``t = p..T-1``."""
+        args, kwargs = self._kernel_args(y, log_prior, mask)
+        return hmm_smoother(*args, **kwargs)
+
+    def viterbi(self, y: Float[Array, "T D"], *, log_prior=None,
+                mask=None) -> tuple[Int[Array, " S"], Float[Array, ""]]:
+        """:func:`~arprob.inference.hmm.hmm_viterbi`: most likely states ``(T-p,)`` and their log joint weight."""
+        args, kwargs = self._kernel_args(y, log_prior, mask)
+        return hmm_viterbi(*args, **kwargs)
+
+    def posterior_sample(self, key, y: Float[Array, "T D"], num_samples: int, *, log_prior=None,
+                         mask=None) -> Int[Array, "n S"]:
+        """:func:`~arprob.inference.hmm.hmm_posterior_sample`: exact draws of :math:`z_{p:T-1} \\mid y`."""
+        args, kwargs = self._kernel_args(y, log_prior, mask)
+        return hmm_posterior_sample(key, *args, num_samples, **kwargs)
+
+    # -- simulation ---------------------------------------------------------
+    def _history(self, history):
+        if history is None:
+            return jnp.zeros((self.num_lags, self.dimension), self.biases.dtype)
+        history = jnp.asarray(history, dtype=self.biases.dtype)
+        if history.shape != (self.num_lags, self.dimension):
+            raise ShapeError(f"{_OWNER}: history has shape {history.shape}, expected (num_lags, D) = "
+                             f"{(self.num_lags, self.dimension)}, oldest first (history[-1] is the most recent)")
+        if is_concrete(history) and not np.all(np.isfinite(np.asarray(history))):
+            raise InvalidArgumentError(f"{_OWNER}: history contains non-finite values")
+        return history
+
+    def sample_with_states(self, key, sample_shape=(), *, history=None, length: int | None = None):
+        r"""Draws ``(states, observations)``: shapes ``sample_shape + (T-p,)`` and ``sample_shape + (T, D)``.
+
+        The first ``p`` rows of every observation array are ``history`` (shape ``(p, D)``, oldest first;
+        zeros if not given) and rows ``p..T-1`` are simulated: :math:`z_p \sim` ``initial_probs``, then
+        :math:`x_t \sim \mathcal N(\sum_l A_{z_t,l} x_{t-l} + b_{z_t}, Q_{z_t})` and
+        :math:`z_{t+1} \sim P_{z_t}`.  So ``log_prob`` of a draw is the log-density of the law that
+        generated it.  ``length`` (default: the constructor's) is ``T``, history included.
+        """
+        length = self.length if length is None else length
+        if length is None:
+            raise InvalidArgumentError(f"{_OWNER}: sample needs the sequence length T; pass length=T to the "
+                                       "constructor or to sample_with_states")
+        length = check_positive_int(_OWNER, "length", length, minimum=self.num_lags + 1)
+        history = self._history(history)
+        shape = tuple(sample_shape)
+        count = int(np.prod(shape)) if shape else 1
+        states, values = _simulate(jax.random.split(key, count), self.initial_probs, self.transition_probs,
+                                   self.weights, self.biases, self.scale_trils, history,
+                                   num_steps=length - self.num_lags)
+        values = jnp.concatenate([jnp.broadcast_to(history, (count,) + history.shape), values], axis=1)
+        return (states.reshape(shape + (length - self.num_lags,)),
+                values.reshape(shape + (length, self.dimension)))
+
+    def sample(self, key, sample_shape=(), *, history=None, length: int | None = None):
+        """Observations only, ``sample_shape + (T, D)`` (see :meth:`sample_with_states`)."""
+        return self.sample_with_states(key, sample_shape, history=history, length=length)[1]
+
+    def forecast(self, key, history: Float[Array, "p D"], horizon: int, num_samples: int, *,
+                 state_probs: Float[Array, " K"] | None = None) -> ForecastResult:
+        r"""Predictive mean, covariance and samples of :math:`x_{p}, \dots, x_{p+h-1}` after ``history``.
+
+        ``history`` ``(p, D)`` holds the last ``p`` observations, oldest first; ``state_probs`` is the law
+        of the state of the *first forecast step* (default ``initial_probs``; after ``filter(y)`` pass
+        ``filtered_probs[-1] @ transition_probs``).  Step 1 is exact, a Gaussian mixture:
+        :math:`\mu = \sum_k w_k \mu_k`, :math:`\Sigma = \sum_k w_k (Q_k + \mu_k \mu_k^\top) - \mu\mu^\top`.
+        Later steps (the law is a mixture of :math:`K^h` Gaussians) are Monte Carlo estimates from the
+        ``num_samples`` simulated paths (sample mean, covariance with divisor ``n - 1``; standard error
+        of the mean :math:`\sqrt{\Sigma_{ii}/n}`).  The samples are returned too.
+        """
+        horizon = check_positive_int(_OWNER, "horizon", horizon)
+        num_samples = check_positive_int(_OWNER, "num_samples", num_samples, minimum=2)
+        if history is None:
+            raise InvalidArgumentError(f"{_OWNER}: forecast needs history of shape (num_lags, D)")
+        history = self._history(history)
+        if state_probs is None:
+            probs = self.initial_probs
+        else:
+            probs = jnp.asarray(state_probs, dtype=self.biases.dtype)
+            if probs.shape != (self.num_states,):
+                raise ShapeError(f"{_OWNER}: state_probs has shape {probs.shape}, expected ({self.num_states},)")
+            check_probs(_OWNER, "state_probs", probs)
+        states, samples = _simulate(jax.random.split(key, num_samples), probs, self.transition_probs,
+                                    self.weights, self.biases, self.scale_trils, history, num_steps=horizon)
+        mean, covariance = _forecast_moments(samples, probs, self.weights, self.biases, self.covariances, history)
+        return ForecastResult(mean, covariance, samples, states)
+
+
+def _check_covariances(covariances):
+    """Symmetric positive definite, by a Cholesky factorisation (concrete values only)."""
+    if not is_concrete(covariances):
+        return
+    array = np.asarray(covariances, dtype=np.float64)
+    if not np.all(np.isfinite(array)):
+        raise InvalidArgumentError(f"{_OWNER}: covariances contain non-finite values")
+    asymmetry = np.max(np.abs(array - np.swapaxes(array, -1, -2)), axis=(-2, -1))
+    scale = np.max(np.abs(array), axis=(-2, -1))
+    for k in range(array.shape[0]):
+        if asymmetry[k] > 1e-8 * max(scale[k], 1e-300):
+            raise InvalidArgumentError(f"{_OWNER}: covariances[{k}] is not symmetric (max |Q - Q^T| = "
+                                       f"{asymmetry[k]:.3g}); pass (Q + Q^T) / 2")
+        try:
+            np.linalg.cholesky(array[k])
+        except np.linalg.LinAlgError:
+            eigenvalue = float(np.linalg.eigvalsh(array[k])[0])
+            raise InvalidArgumentError(f"{_OWNER}: covariances[{k}] is not positive definite (smallest eigenvalue "
+                                       f"{eigenvalue:.3g}); expected a symmetric positive definite matrix "
+                                       "(add a small multiple of the identity)") from None
+
