@@ -149,7 +149,7 @@ def _simulate(keys, initial_probs, transition_probs, weights, biases, scale_tril
             mean = jnp.einsum("lij,lj->i", weights[state], recent) + biases[state]
             noise = jax.random.normal(key_noise, (dimension,), dtype=biases.dtype)
             value = mean + scale_trils[state] @ noise
-            recent = jnp.concatenate([value[None], recent[:-1]], axis=0)
+            recent = jnp.concatenate([value[None], recent[:-1]], axis=0)[: recent.shape[0]]  # (p, D), p may be 0
             next_state = categorical(key_next, log_transition[state]).astype(jnp.int32)
             return (next_state, recent), (state, value)
 
