@@ -241,13 +241,12 @@ def _valid(num_timesteps, length):
 
 
 def _step_inputs(inputs, fixed):
-    """``(matrix, shift, potential, valid)`` of one scan step; ``fixed`` is the shifted
-    time-homogeneous matrix, or ``None`` when the step's log-matrix leads ``inputs``."""
+    """``(matrix, shift, *rest)`` of one scan step; ``fixed`` is the shifted time-homogeneous
+    matrix, or ``None`` when the step's log-matrix leads ``inputs``."""
     if fixed is None:
-        log_matrix, potential, valid = inputs
-        return (*_shifted_exp(log_matrix), potential, valid)
-    potential, valid = inputs
-    return (*fixed, potential, valid)
+        log_matrix, *rest = inputs
+        return (*_shifted_exp(log_matrix), *rest)
+    return (*fixed, *inputs)
 
 
 def _forward_scan(log_initial, log_transition, potentials, length, store: bool):
@@ -272,8 +271,7 @@ def _forward_scan(log_initial, log_transition, potentials, length, store: bool):
 
     def step(carry, inputs):
         filtered, high, low = carry
-        *inputs, weights, top = inputs
-        step_matrix, step_shift, _, is_valid = _step_inputs(tuple(inputs), fixed)
+        step_matrix, step_shift, weights, top, is_valid = _step_inputs(inputs, fixed)
         predicted = jnp.matmul(filtered, step_matrix, precision=_EXACT)  # unnormalised; its sum enters c_t
         new_filtered, log_norm = condition(predicted, step_shift, weights, top)
         new_high, new_low = _accumulate(high, low, log_norm)
@@ -283,7 +281,7 @@ def _forward_scan(log_initial, log_transition, potentials, length, store: bool):
             return carry, None
         return carry, (jnp.where(is_valid, new_filtered, 0.0), jnp.where(is_valid, _normalize(predicted), 0.0))
 
-    inputs = (potentials[1:], valid[1:], shifted[1:], tops[1:])
+    inputs = (shifted[1:], tops[1:], valid[1:])
     if time_varying:
         inputs = (log_transition,) + inputs
     zero = jnp.zeros((), potentials.dtype)
@@ -314,8 +312,7 @@ def _backward_scan(log_initial, log_transition, potentials, length):
 
     def step(carry, inputs):
         scaled, high, low = carry
-        *inputs, weights, top = inputs
-        step_matrix, step_shift, _, next_valid = _step_inputs(tuple(inputs), fixed)
+        step_matrix, step_shift, weights, top, next_valid = _step_inputs(inputs, fixed)
         message = jnp.matmul(step_matrix, scaled * weights, precision=_EXACT)
         total = jnp.sum(message)
         new_high, new_low = _accumulate(high, low, jnp.log(total) + top + step_shift)
@@ -325,7 +322,7 @@ def _backward_scan(log_initial, log_transition, potentials, length):
 
     ones = jnp.ones(num_states, potentials.dtype)
     zero = jnp.zeros((), potentials.dtype)
-    inputs = (potentials[1:], valid[1:], shifted[1:], tops[1:])
+    inputs = (shifted[1:], tops[1:], valid[1:])
     if time_varying:
         inputs = (log_transition,) + inputs
     (scaled0, high, low), (scaled, highs, lows) = lax.scan(step, (ones, zero, zero), inputs, reverse=True)
