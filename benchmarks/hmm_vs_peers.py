@@ -13,6 +13,8 @@ Problem: K = 8 states, D = 2, one lag, a sticky random ARHMM simulated with nump
     64 sequences x 2000 steps: ``ARHMM.log_prob`` on the (64, 2000, 2) batch vs ``jax.vmap`` of dynamax's.
 ``viterbi``
     :func:`arprob.inference.hmm_viterbi` vs dynamax ``hmm_posterior_mode`` on the same log-likelihoods.
+``smoother``
+    :func:`arprob.inference.hmm_smoother` vs dynamax ``hmm_smoother`` (smoothed marginals; the E-step's core).
 ``parallel``
     ``parallel=True`` forms (associative scan; meant for accelerators) vs dynamax ``parallel_hmm_filter``.
 ``em``
@@ -20,8 +22,9 @@ Problem: K = 8 states, D = 2, one lag, a sticky random ARHMM simulated with nump
     calls; the compiled E-step must not recompile, checked with ``_e_step._cache_size()``) vs dynamax
     ``fit_em(params, props, y, inputs, num_iters=1, verbose=False)`` called a second time (dynamax builds
     its jitted EM loop inside ``fit_em``, so every call compiles again) and, as ``dynamax (jit-wrapped)``,
-    the same call wrapped in our own ``jax.jit`` and timed warm.  Note: arprob's ``max_iters=1`` runs
-    two E-steps (it reports the log-likelihood after the M-step too), dynamax's one.
+    the same call wrapped in our own ``jax.jit`` and timed warm.  Note: arprob's ``max_iters=1`` runs one
+    E-step, one M-step and one likelihood-only pass (it reports the log-likelihood after the M-step
+    too); dynamax's runs one E-step and one M-step.
 ``hmmlearn``
     Gaussian HMM (``num_lags = 0``, full covariances) at T = 100000, float64: ``ARHMM.log_prob`` vs
     ``GaussianHMM.score`` and ``fit_em(max_iters=1)`` vs ``GaussianHMM.fit`` with ``n_iter=1``,
@@ -55,7 +58,7 @@ import numpy as np  # noqa: E402
 
 from arprob import ARHMM, fit_em  # noqa: E402
 from arprob.distributions.arhmm import _emission_log_likelihoods  # noqa: E402
-from arprob.inference import hmm_log_likelihood, hmm_viterbi  # noqa: E402
+from arprob.inference import hmm_log_likelihood, hmm_smoother, hmm_viterbi  # noqa: E402
 from arprob.learning import em as arprob_em  # noqa: E402
 
 NUM_STATES, DIMENSION, NUM_LAGS = 8, 2, 1
@@ -169,9 +172,10 @@ def attempt(task, dtype, implementation, function, *args, repeats, note=""):
 # ----------------------------------------------------------------------------- sections
 
 
-def section_inference(parameters, y, batch, dtype, repeats):
+def section_inference(parameters, y, batch, dtype, repeats, parallel=True):
     from dynamax.hidden_markov_model import hmm_posterior_mode, parallel_hmm_filter
     from dynamax.hidden_markov_model.inference import hmm_filter as dynamax_filter
+    from dynamax.hidden_markov_model.inference import hmm_smoother as dynamax_smoother
 
     name = jnp.dtype(dtype).name
     model = arprob_model(parameters, dtype)
@@ -202,6 +206,14 @@ def section_inference(parameters, y, batch, dtype, repeats):
             jax.jit(lambda ll: hmm_viterbi(log_initial, log_transition, ll)[0]), log_likelihoods, repeats=repeats)
     attempt("viterbi", name, "dynamax hmm_posterior_mode",
             jax.jit(lambda ll: hmm_posterior_mode(initial, transition, ll)), log_likelihoods, repeats=repeats)
+    attempt("smoother", name, "arprob hmm_smoother",
+            jax.jit(lambda ll: hmm_smoother(log_initial, log_transition, ll).smoothed_probs), log_likelihoods,
+            repeats=repeats)
+    attempt("smoother", name, "dynamax hmm_smoother",
+            jax.jit(lambda ll: dynamax_smoother(initial, transition, ll).smoothed_probs), log_likelihoods,
+            repeats=repeats)
+    if not parallel:
+        return
     attempt("parallel", name, "arprob loglik parallel",
             jax.jit(lambda ll: hmm_log_likelihood(log_initial, log_transition, ll, parallel=True)),
             log_likelihoods, repeats=repeats)
@@ -235,7 +247,7 @@ def section_em(parameters, y, repeats):
             times.append(time.perf_counter() - start)
         cache_after = arprob_em._e_step._cache_size()
         verdict = "no recompile" if cache_after == cache_before else "RECOMPILED"
-        note = f"e_step cache {cache_before}->{cache_after} ({verdict}); 2 E-steps"
+        note = f"e_step cache {cache_before}->{cache_after} ({verdict}); E + M + likelihood pass"
         record("em", "float64", "arprob fit_em(max_iters=1)", first, statistics.median(times), value, note)
     except Exception as error:
         failed("em", "float64", "arprob fit_em(max_iters=1)", error)
@@ -290,7 +302,7 @@ def section_hmmlearn(num_timesteps, repeats):
         return values[-1]
 
     attempt("gauss-em", "float64", "arprob fit_em(max_iters=1)", arprob_fit, jnp.asarray(y),
-            repeats=max(2, repeats // 2), note="2 E-steps")
+            repeats=max(2, repeats // 2), note="E + M + likelihood pass")
     attempt("gauss-em", "float64", "hmmlearn fit(n_iter=1)", lambda data: peer().fit(data).monitor_.history[-1],
             y, repeats=max(2, repeats // 2))
 
@@ -324,6 +336,7 @@ RATIOS = [  # (task, dtype-agnostic arprob row, peer row)
     ("kernel", "arprob hmm_log_likelihood", "dynamax hmm_filter"),
     ("batch", "arprob ARHMM.log_prob", "dynamax vmap marginal_log_prob"),
     ("viterbi", "arprob hmm_viterbi", "dynamax hmm_posterior_mode"),
+    ("smoother", "arprob hmm_smoother", "dynamax hmm_smoother"),
     ("parallel", "arprob loglik parallel", "dynamax parallel_hmm_filter"),
     ("em", "arprob fit_em(max_iters=1)", "dynamax fit_em(num_iters=1)"),
     ("em", "arprob fit_em(max_iters=1)", "dynamax (jit-wrapped)"),
@@ -348,7 +361,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="T = 20000, batch 64 x 500 (a smoke run)")
     parser.add_argument("--repeats", type=int, default=5, help="warm calls per timing (median), >= 5 advised")
-    parser.add_argument("--skip", nargs="*", default=(), choices=("float32", "em", "hmmlearn", "accuracy"),
+    parser.add_argument("--skip", nargs="*", default=(), choices=("float32", "parallel", "em", "hmmlearn", "accuracy"),
                         help="sections to leave out")
     args = parser.parse_args(argv)
     import dynamax
@@ -368,7 +381,7 @@ def main(argv=None):
         if dtype == jnp.float32 and "float32" in args.skip:
             continue
         print(f"[{jnp.dtype(dtype).name}] inference", flush=True)
-        section_inference(parameters, y, batch, dtype, args.repeats)
+        section_inference(parameters, y, batch, dtype, args.repeats, parallel="parallel" not in args.skip)
     if "em" not in args.skip:
         print("[float64] EM", flush=True)
         section_em(parameters, y, args.repeats)

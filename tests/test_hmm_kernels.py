@@ -17,6 +17,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 from scipy.special import logsumexp
 
 from arprob.errors import ArprobTypeError, InvalidArgumentError, ShapeError
+from arprob.inference import hmm as hmm_module
 from arprob.inference.hmm import (
     hmm_backward,
     hmm_expected_transitions,
@@ -125,6 +126,28 @@ def test_kernels_equal_brute_force(case, parallel):
         forbidden = ~np.isfinite(kwargs["log_prior"])
         assert np.all(np.asarray(smoothed.smoothed_probs)[forbidden] == 0.0)
         assert not np.any(forbidden[np.arange(T), np.asarray(path)])
+
+
+@pytest.mark.parametrize("case", ["plain", "hard_prior_mask"])
+@pytest.mark.parametrize("padding", [0, 3])
+def test_em_posterior_statistics_equal_brute_force(case, padding):
+    """fit_em's fused E-step (one forward and one backward loop) against enumeration, padded or not."""
+    args, kwargs = random_hmm(sorted(CASES).index(case), **CASES[case])
+    exact = brute_force(*args, **kwargs)
+    log_initial, log_transition, log_likelihoods = args
+    rng = np.random.default_rng(7)
+    pad = rng.normal(size=(padding, K))
+    padded = np.concatenate([log_likelihoods, pad])
+    prior = kwargs.get("log_prior")
+    prior = np.concatenate([prior, pad]) if prior is not None else None
+    mask = kwargs.get("mask")
+    mask = np.concatenate([mask, np.ones(padding, bool)]) if mask is not None else None
+    prepared = hmm_module._prepare("test", log_initial, log_transition, padded, prior, mask, T)
+    value, smoothed, counts = hmm_module._posterior_statistics(*prepared)
+    assert_allclose(value, exact["log_likelihood"], **EXACT)
+    assert_allclose(np.asarray(smoothed)[:T], exact["smoothed"], **EXACT)
+    assert np.all(np.asarray(smoothed)[T:] == 0.0)
+    assert_allclose(counts, exact["pairwise"].sum(axis=0), **EXACT)
 
 
 def test_parallel_equals_sequential():

@@ -107,14 +107,20 @@ def _lag_stack(y, num_lags):
         if num_lags else jnp.zeros((num_timesteps, 0, y.shape[1]), y.dtype)
 
 
+def _inverse_trils(scale_trils):
+    """``L_k^{-1}`` for each state (K small triangular solves); whitening ``L_k^{-1} r`` is then one einsum
+    over all steps, far cheaper than a triangular solve per step."""
+    identity = jnp.eye(scale_trils.shape[-1], dtype=scale_trils.dtype)
+    return jax.vmap(lambda tril: solve_triangular(tril, identity, lower=True))(scale_trils)
+
+
 @partial(jax.jit, static_argnames=("num_lags",))
 def _emission_log_likelihoods(y, weights, biases, scale_trils, num_lags):
     r""":math:`\log \mathcal N(y_t; \sum_l A_{k,l} y_{t-l} + b_k, L_k L_k^\top)`, shape ``(T-p, K)``."""
     lags = _lag_stack(y, num_lags)
     means = jnp.einsum("klij,tlj->tki", weights, lags) + biases  # (T-p, K, D)
     residuals = y[num_lags:, None, :] - means
-    whitened = jax.vmap(lambda tril, r: solve_triangular(tril, r.T, lower=True).T, in_axes=(0, 1), out_axes=1)(
-        scale_trils, residuals)
+    whitened = jnp.einsum("kij,tkj->tki", _inverse_trils(scale_trils), residuals)
     dimension = y.shape[-1]
     half_log_det = jnp.sum(jnp.log(jnp.diagonal(scale_trils, axis1=-2, axis2=-1)), axis=-1)
     return -0.5 * jnp.sum(whitened**2, axis=-1) - half_log_det - 0.5 * dimension * jnp.log(2 * jnp.pi)
