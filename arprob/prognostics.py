@@ -134,7 +134,7 @@ def _last_filtered(owner, model, y, log_prior, mask, length):
     if not model.num_lags < length <= total:
         raise InvalidArgumentError(f"{owner}: length={length} is out of range, expected num_lags < length <= T, "
                                    f"i.e. {model.num_lags} < length <= {total} (rows of y)")
-    log_prior, mask = model._per_step(y, log_prior, mask)
+    y, log_prior, mask = model._per_step(y, log_prior, mask)
     return _filtered_at(model, y, log_prior, mask, jnp.asarray(length - model.num_lags))
 
 

@@ -112,6 +112,37 @@ def test_prior_and_mask_match_brute_force():
     np.testing.assert_array_equal(model.viterbi(y, log_prior=log_prior, mask=mask)[0], best)
 
 
+def test_data_aligned_prior_and_mask_match_brute_force():
+    """log_prior (T, K) and mask (T,) aligned with the data, as fit_em takes them: the first p prior rows are
+    ignored, and a missing observation drops every term it enters (its own and those it is a lag of)."""
+    num_lags = 2
+    params = _parameters(2, 1, num_lags, seed=5)
+    model = ARHMM(*params, num_lags)
+    y = np.random.default_rng(6).normal(size=(7, 1))
+    log_prior = np.log(np.random.default_rng(7).dirichlet(np.ones(2), size=7))
+    observed = np.array([True, True, True, False, True, True, True])  # y_3 missing: steps 3, 4, 5 drop
+    terms = np.array([True, False, False, False, True])  # modelled steps t = 2..6
+    log_z, smoothed, best, _, _ = _brute_force(params, num_lags, y, log_prior=log_prior[num_lags:], mask=terms)
+    y_missing = y.copy()
+    y_missing[3] = np.nan  # allowed where the data-aligned mask says missing
+    value = model.log_prob(y_missing, log_prior=log_prior, mask=observed)
+    assert abs(float(value) - log_z) < 1e-10
+    assert abs(float(model.log_prob(y, log_prior=log_prior[num_lags:], mask=terms)) - log_z) < 1e-10
+    result = model.smooth(y_missing, log_prior=log_prior, mask=observed)
+    np.testing.assert_allclose(result.smoothed_probs, smoothed, atol=1e-10)
+    np.testing.assert_array_equal(model.viterbi(y_missing, log_prior=log_prior, mask=observed)[0], best)
+    gradient = jax.grad(lambda b: ARHMM(params[0], params[1], params[2], b, params[4], num_lags).log_prob(
+        y_missing, mask=observed))(jnp.asarray(params[3]))
+    assert np.all(np.isfinite(gradient))
+    # fit_em's starting value is the same quantity, in either alignment
+    from arprob.learning import fit_em
+
+    for prior, mask in ((np.exp(log_prior), observed), (np.exp(log_prior[num_lags:]), terms)):
+        data = y_missing if mask is observed else y
+        _, values = fit_em(model, data, state_prior=prior, mask=mask, max_iters=1)
+        assert abs(values[0] - log_z) < 1e-9
+
+
 def test_posterior_sample_matches_path_posterior():
     """Chi-square goodness of fit of 4000 sampled paths to the enumerated posterior; false-alarm rate 1e-3."""
     num_lags = 1
@@ -350,10 +381,10 @@ def test_validation_errors():
         model.log_prob(np.zeros((1, 2)))
     with pytest.raises(ArprobTypeError, match="mask has dtype"):
         model.log_prob(y, mask=np.ones(3))
-    with pytest.raises(ShapeError, match=r"mask has shape \(4,\), expected"):
-        model.log_prob(y, mask=np.ones(4, bool))
+    with pytest.raises(ShapeError, match=r"mask has shape \(5,\), expected"):
+        model.log_prob(y, mask=np.ones(5, bool))  # neither T - num_lags = 3 nor T = 4 entries
     with pytest.raises(ShapeError, match="log_prior has shape"):
-        model.smooth(y, log_prior=np.zeros((4, 2)))
+        model.smooth(y, log_prior=np.zeros((5, 2)))
     with pytest.raises(ShapeError, match="one sequence"):
         model.viterbi(np.zeros((2, 4, 2)))
     with pytest.raises(InvalidArgumentError, match="length"):

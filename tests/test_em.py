@@ -174,3 +174,15 @@ def test_fit_sgd_reaches_the_em_optimum(data):
     np.testing.assert_allclose(float(np.sum(fitted.log_prob(y))), -losses[-1], rtol=1e-10)
     with pytest.raises(InvalidArgumentError, match="stationary"):
         fit_sgd(ARHMM("stationary", START.transition_probs, START.weights, START.biases, START.covariances, 1), y)
+
+
+def test_too_few_steps_for_the_regression_give_finite_estimates():
+    """Two modelled steps, three coefficients per output (D = 2, p = 1, bias): the Gram matrix is singular;
+    the M-step takes the minimum-norm solution (it used to return NaN)."""
+    model = ARHMM(np.array([1.0, 0.0]), np.array([[0.9, 0.1], [0.1, 0.9]]), np.zeros((2, 1, 2, 2)),
+                  np.zeros((2, 2)), np.stack([np.eye(2)] * 2), 1)
+    y = np.array([[0.1, 0.2], [0.4, -0.3], [1.0, 0.5]])
+    fitted, values = fit_em(model, y, max_iters=3)
+    for array in (fitted.weights, fitted.biases, fitted.covariances, fitted.transition_probs):
+        assert np.all(np.isfinite(np.asarray(array)))
+    assert monotone(values)

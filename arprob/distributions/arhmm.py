@@ -19,8 +19,10 @@ Conventions (fixed, tested in ``tests/test_arhmm.py``):
   first modelled state :math:`z_p`: an array ``(K,)``, or the string ``"stationary"`` for the
   stationary law :math:`\pi = \pi P` of ``transition_probs`` (the econometric Markov-switching
   convention), computed by one linear solve (see :func:`stationary_distribution`);
-* every per-step input and output (``log_prior``, ``mask``, filtered/smoothed probabilities, Viterbi
-  paths) has ``T - p`` rows, row ``i`` referring to the modelled step :math:`t = p + i`.
+* every per-step output (filtered/smoothed probabilities, Viterbi paths) has ``T - p`` rows, row ``i``
+  referring to the modelled step :math:`t = p + i`; the per-step inputs ``log_prior`` and ``mask`` take
+  that alignment too, or the data's ``T`` rows (the first ``p`` rows of ``log_prior`` ignored; a ``T``-row
+  ``mask`` marks missing observations, as in :func:`~arprob.fit_em`).
 
 The emission log-densities are Gaussian log-densities computed with the Cholesky factors of the
 :math:`Q_k`; everything else is done by the kernels of :mod:`arprob.inference.hmm` (compensated sums,
@@ -313,26 +315,47 @@ class ARHMM(Distribution):
         return y
 
     def _per_step(self, y, log_prior, mask):
-        """Validated ``(log_prior, mask)`` for the ``T - p`` modelled steps (defaults: 0 and True)."""
-        steps = y.shape[-2] - self.num_lags
+        """Validated ``(y, log_prior, mask)`` for the ``T - p`` modelled steps (defaults: 0 and True).
+
+        Either alignment is accepted (they coincide when ``num_lags = 0``):
+
+        * with the modelled steps, ``(..., T - p)``: row ``i`` is step ``t = p + i``; ``mask=False``
+          drops that step's emission term;
+        * with the data, ``(..., T)`` (as :func:`~arprob.fit_em` takes them): the first ``p`` rows of
+          ``log_prior`` are ignored, and ``mask=False`` marks a *missing observation*: every modelled
+          step whose value or any of whose lags is missing drops its term, and missing values (NaN
+          allowed) are replaced by 0 so that nothing non-finite reaches the computation.
+        """
+        num_timesteps, p = y.shape[-2], self.num_lags
+        steps = num_timesteps - p
         batch = y.shape[:-2]
         if log_prior is None:
             log_prior = jnp.zeros(batch + (steps, self.num_states), y.dtype)
         else:
             log_prior = jnp.asarray(log_prior)
-            if log_prior.ndim < 2 or log_prior.shape[-2:] != (steps, self.num_states):
+            if log_prior.ndim < 2 or log_prior.shape[-1] != self.num_states or log_prior.shape[-2] not in (
+                    steps, num_timesteps):
                 raise ShapeError(f"{_OWNER}: log_prior has shape {log_prior.shape}, expected (..., T - num_lags, "
-                                 f"K) = (..., {steps}, {self.num_states}): row i is step t = num_lags + i")
+                                 f"K) = (..., {steps}, {self.num_states}) (row i is step t = num_lags + i) or "
+                                 f"(..., T, K) = (..., {num_timesteps}, {self.num_states}) aligned with the data")
+            log_prior = log_prior[..., log_prior.shape[-2] - steps:, :]
         if mask is None:
             mask = jnp.ones(batch + (steps,), bool)
         else:
             mask = jnp.asarray(mask)
             if mask.dtype != jnp.bool_:
                 raise ArprobTypeError(f"{_OWNER}: mask has dtype {mask.dtype}, expected bool (False = missing)")
-            if mask.ndim < 1 or mask.shape[-1] != steps:
+            if mask.ndim < 1 or mask.shape[-1] not in (steps, num_timesteps):
                 raise ShapeError(f"{_OWNER}: mask has shape {mask.shape}, expected (..., T - num_lags) = "
-                                 f"(..., {steps}): entry i is step t = num_lags + i")
-        return log_prior, mask
+                                 f"(..., {steps}) (entry i is step t = num_lags + i) or (..., T) = "
+                                 f"(..., {num_timesteps}) aligned with the data")
+            if mask.shape[-1] == num_timesteps:
+                y = jnp.where(mask[..., None], y, 0.0)
+                modelled = mask[..., p:]
+                for lag in range(1, p + 1):
+                    modelled = modelled & mask[..., p - lag:num_timesteps - lag]
+                mask = modelled
+        return y, log_prior, mask
 
     def _single(self, y, name="y"):
         y = self._check_value(y, name)
@@ -359,18 +382,20 @@ class ARHMM(Distribution):
 
         ``log_prior`` ``(..., T-p, K)`` adds per-step log weights :math:`\log w_t(k)` over the states (the
         result is then :math:`\log Z` of the weighted joint, see :mod:`arprob.inference.hmm`); ``mask``
-        bool ``(..., T-p)``, ``False`` at a missing observation: its emission term is dropped.  A missing
-        :math:`y_t` is *not* imputed where it serves as a lag of later steps: its (finite) value in ``y`` is
-        used as given.  Broadcasts over leading axes of ``value``, ``log_prior`` and ``mask``.
+        bool ``(..., T-p)``, ``False`` drops that step's emission term (a value that serves as a lag of
+        later steps is still used there as given).  Both may instead be aligned with the data,
+        ``(..., T, K)`` and ``(..., T)``, as :func:`~arprob.fit_em` takes them: the first ``num_lags``
+        rows of ``log_prior`` are then ignored, and ``mask=False`` marks a missing observation, which
+        drops every term that involves it (its own and those it is a lag of; NaN allowed there).
+        Broadcasts over leading axes of ``value``, ``log_prior`` and ``mask``.
         """
         y = self._check_value(value, "value")
-        log_prior, mask = self._per_step(y, log_prior, mask)
+        y, log_prior, mask = self._per_step(y, log_prior, mask)
         return _log_prob_core(y, log_prior, mask, *self._log_potentials(), self.weights, self.biases,
                               self.scale_trils, num_lags=self.num_lags)
 
     def _kernel_args(self, y, log_prior, mask):
-        y = self._single(y)
-        log_prior, mask = self._per_step(y, log_prior, mask)
+        y, log_prior, mask = self._per_step(self._single(y), log_prior, mask)
         if log_prior.ndim != 2 or mask.ndim != 1:
             raise ShapeError(f"{_OWNER}: log_prior and mask must be for one sequence, got shapes "
                              f"{log_prior.shape} and {mask.shape}; use jax.vmap over a batch")

@@ -166,7 +166,9 @@ def _ar_coefficient_step(y, gamma, mask, weights, biases, weights_precision, num
         frozen_part = coefficients.at[:, :, free].set(0.0)
         cross = (s_yx - jnp.einsum("kdf,kfg->kdg", frozen_part, s_xx))[:, :, free]
         gram = s_xx[:, free][:, :, free]
-        solved = jnp.linalg.solve(gram + 1e-300 * jnp.eye(free.shape[0]), jnp.swapaxes(cross, -1, -2))
+        # pseudo-inverse: a state seen on fewer distinct regressors than coefficients (a singular Gram
+        # matrix) gets the minimum-norm solution instead of NaN; otherwise this is the exact solve
+        solved = jnp.linalg.pinv(gram, hermitian=True) @ jnp.swapaxes(cross, -1, -2)
         updated = coefficients.at[:, :, free].set(jnp.swapaxes(solved, -1, -2))
         coefficients = jnp.where((mass > 0)[:, None, None], updated, coefficients)
     means = (x @ coefficients.reshape(-1, num_features).T).reshape(-1, num_states, dimension)
@@ -211,7 +213,15 @@ def _as_batch(owner, name, array, ndim, dtype=None):
     return array, True
 
 
-def _prepare_common(owner, num_sequences, num_timesteps, num_states, state_prior, mask, lengths, batched):
+def _prepare_common(owner, num_sequences, num_timesteps, num_states, state_prior, mask, lengths, batched,
+                    num_lags=0):
+    """Validated ``(lengths, mask (N, T), log_prior (N, T, K), term_mask (N, T - p) or None)``.
+
+    ``state_prior`` and ``mask`` are aligned with the data (``T`` rows) or, for an ARHMM with
+    ``num_lags = p > 0``, with its modelled steps (``T - p`` rows, as :class:`~arprob.ARHMM` takes
+    them): such a prior gets ``p`` neutral rows in front, and such a mask is returned as
+    ``term_mask`` (it drops the terms it marks, not observations).
+    """
     if lengths is None:
         lengths = np.full(num_sequences, num_timesteps)
     lengths = np.atleast_1d(np.asarray(lengths))
@@ -219,26 +229,37 @@ def _prepare_common(owner, num_sequences, num_timesteps, num_states, state_prior
         raise ShapeError(f"{owner}: lengths must be integers of shape ({num_sequences},), got {lengths!r}")
     if np.any(lengths < 1) or np.any(lengths > num_timesteps):
         raise InvalidArgumentError(f"{owner}: lengths must be in [1, {num_timesteps}], got {lengths}")
+    steps_allowed = (num_timesteps,) if num_lags == 0 else (num_timesteps, num_timesteps - num_lags)
+    term_mask = None
     if mask is None:
         mask = np.ones((num_sequences, num_timesteps), bool)
     else:
         mask = np.asarray(mask, bool)
         mask = mask if batched else mask[None]
-        if mask.shape != (num_sequences, num_timesteps):
-            raise ShapeError(f"{owner}: mask has shape {mask.shape}, expected {(num_sequences, num_timesteps)}")
+        if mask.ndim != 2 or mask.shape[0] != num_sequences or mask.shape[1] not in steps_allowed:
+            raise ShapeError(f"{owner}: mask has shape {mask.shape}, expected {(num_sequences, num_timesteps)} "
+                             "aligned with the data" + (f" or {(num_sequences, num_timesteps - num_lags)} aligned "
+                                                        "with the modelled steps" if num_lags else ""))
+        if mask.shape[1] != num_timesteps:
+            term_mask, mask = mask, np.ones((num_sequences, num_timesteps), bool)
     if state_prior is None:
         log_prior = np.zeros((num_sequences, num_timesteps, num_states))
     else:
         prior = np.asarray(state_prior, np.float64)
         prior = prior if batched else prior[None]
-        if prior.shape != (num_sequences, num_timesteps, num_states):
+        if prior.ndim != 3 or prior.shape[0] != num_sequences or prior.shape[1] not in steps_allowed \
+                or prior.shape[2] != num_states:
             raise ShapeError(f"{owner}: state_prior has shape {prior.shape}, expected "
-                             f"{(num_sequences, num_timesteps, num_states)} (weights over states per step)")
+                             f"{(num_sequences, num_timesteps, num_states)} (weights over states per step)"
+                             + (f" or {(num_sequences, num_timesteps - num_lags, num_states)} aligned with the "
+                                "modelled steps" if num_lags else ""))
         if np.any(~np.isfinite(prior)) or np.any(prior < 0):
             raise InvalidArgumentError(f"{owner}: state_prior must hold finite weights >= 0 (0 forbids a state)")
+        if prior.shape[1] != num_timesteps:
+            prior = np.concatenate([np.ones((num_sequences, num_lags, num_states)), prior], axis=1)
         with np.errstate(divide="ignore"):
             log_prior = np.log(prior)
-    return lengths, mask, log_prior
+    return lengths, mask, log_prior, term_mask
 
 
 # ----------------------------------------------------------------------------------- driver
@@ -270,13 +291,14 @@ def fit_em(model, data, *, state_prior=None, mask=None, lengths=None, max_iters:
     state_prior
         Optional weights over states per step, ``(T, K)`` or ``(N, T, K)``, non-negative
         (0 forbids a state, a one-hot row fixes it).  For an ARHMM, rows ``t < num_lags``
-        are ignored (those steps are not modelled).
+        are ignored (those steps are not modelled); rows aligned with the modelled steps,
+        ``(T - num_lags, K)`` as :meth:`ARHMM.log_prob` takes them, are accepted too.
     mask
         Optional bool ``(T,)`` / ``(N, T)``, aligned with ``data``; ``False`` marks a missing
         observation.  For an ARHMM a modelled step whose value *or any of its lags* is missing
-        drops its emission term (missing values are not imputed; they may hold NaN).  Note the
-        difference with :meth:`ARHMM.log_prob`, whose ``mask`` has one entry per *modelled*
-        step ``(T - num_lags,)`` and drops only that step's term.
+        drops its emission term (missing values are not imputed; they may hold NaN).  Aligned
+        with the modelled steps instead, ``(T - num_lags,)``, ``False`` drops exactly that
+        step's term (the convention of :meth:`ARHMM.log_prob` for such a mask).
     lengths
         Optional ``(N,)`` numbers of valid steps for a padded batch.
     max_iters, tol
@@ -449,12 +471,15 @@ class _ARProblem(_Problem):
         if num_timesteps <= p:
             raise ShapeError(f"{owner}: sequences of {num_timesteps} steps leave nothing to model with "
                              f"num_lags={p}")
-        lengths, mask, log_prior = _prepare_common(owner, num_sequences, num_timesteps, model.num_states,
-                                                   state_prior, mask, lengths, batched)
+        lengths, mask, log_prior, term_mask = _prepare_common(owner, num_sequences, num_timesteps,
+                                                              model.num_states, state_prior, mask, lengths,
+                                                              batched, num_lags=p)
         usable = mask & ~np.any(np.isnan(np.asarray(y)), axis=-1)
         modelled = usable[:, p:].copy()
         for lag in range(1, p + 1):
             modelled &= usable[:, p - lag : num_timesteps - lag]
+        if term_mask is not None:
+            modelled &= term_mask
         self.y = jnp.where(jnp.asarray(usable)[..., None], y, 0.0)
         self.mask = jnp.asarray(modelled)
         self.log_prior = jnp.asarray(log_prior[:, p:])
@@ -515,8 +540,8 @@ class _CategoricalProblem(_Problem):
             raise ArprobTypeError(f"{owner}: HMM data must be integer tokens, got dtype {x.dtype}")
         num_sequences, num_timesteps = x.shape
         num_states = model.initial_probs.shape[-1]
-        lengths, mask, log_prior = _prepare_common(owner, num_sequences, num_timesteps, num_states, state_prior,
-                                                   mask, lengths, batched)
+        lengths, mask, log_prior, _ = _prepare_common(owner, num_sequences, num_timesteps, num_states,
+                                                      state_prior, mask, lengths, batched)
         vocab_size = model.emission_probs.shape[-1]
         tokens = np.asarray(x)
         if np.any(mask & ((tokens < 0) | (tokens >= vocab_size))):
