@@ -166,6 +166,29 @@ def test_parallel_equals_sequential():
     assert_allclose(log_prob, log_prob_parallel, **tight)
 
 
+def test_hessian_is_the_posterior_covariance_also_under_vmap():
+    """d^2 log Z / d l_s(i) d l_t(j) = Cov(1[z_s = i], 1[z_t = j]) under the posterior (brute force), through
+    the fused products' custom batching and differentiation rules: forward-over-reverse, and per sequence
+    of a vmapped batch."""
+    args, kwargs = random_hmm(21, prior="soft")
+    log_initial, log_transition, log_likelihoods = args
+    exact = brute_force(*args, **kwargs)
+    paths = np.array(list(itertools.product(range(K), repeat=T)))
+    indicators = np.eye(K)[paths].reshape(len(paths), T * K)  # (paths, T*K)
+    mean = exact["law"] @ indicators
+    covariance = (indicators * exact["law"][:, None]).T @ indicators - np.outer(mean, mean)
+
+    def log_z(likelihoods):
+        return hmm_log_likelihood(log_initial, log_transition, likelihoods, **kwargs)
+
+    hessian = jax.hessian(log_z)(jnp.asarray(log_likelihoods)).reshape(T * K, T * K)
+    assert_allclose(hessian, covariance, rtol=1e-9, atol=1e-11)
+    batch = jnp.stack([jnp.asarray(log_likelihoods), jnp.asarray(log_likelihoods) + 0.5])
+    batched = jax.vmap(jax.hessian(log_z))(batch).reshape(2, T * K, T * K)
+    assert_allclose(batched[0], covariance, rtol=1e-9, atol=1e-11)
+    assert_allclose(batched[1], covariance, rtol=1e-9, atol=1e-11)  # a constant shift of l_t changes nothing
+
+
 @pytest.mark.parametrize("parallel", [False, True], ids=["sequential", "parallel"])
 def test_gradients_are_the_posterior_marginals(parallel):
     """d log Z / d l_t(k) = m_t p(z_t = k | .) and d log Z / d log A^(t)_ij = xi_t(i, j): autodiff through

@@ -118,12 +118,21 @@ def _inverse_trils(scale_trils):
 
 @partial(jax.jit, static_argnames=("num_lags",))
 def _emission_log_likelihoods(y, weights, biases, scale_trils, num_lags):
-    r""":math:`\log \mathcal N(y_t; \sum_l A_{k,l} y_{t-l} + b_k, L_k L_k^\top)`, shape ``(T-p, K)``."""
-    lags = _lag_stack(y, num_lags)
-    means = jnp.einsum("klij,tlj->tki", weights, lags) + biases  # (T-p, K, D)
-    residuals = y[num_lags:, None, :] - means
-    whitened = jnp.einsum("kij,tkj->tki", _inverse_trils(scale_trils), residuals)
-    dimension = y.shape[-1]
+    r""":math:`\log \mathcal N(y_t; \sum_l A_{k,l} y_{t-l} + b_k, L_k L_k^\top)`, shape ``(T-p, K)``.
+
+    The whitened residuals :math:`L_k^{-1}(y_t - \sum_l A_{k,l} y_{t-l} - b_k)` of all states come from one
+    matrix product of the regressors :math:`(y_t, y_{t-1}, \dots, y_{t-p})` with the stacked
+    :math:`[L_k^{-1}, -L_k^{-1} A_{k,1}, \dots]`, minus :math:`L_k^{-1} b_k`.
+    """
+    num_states, dimension = biases.shape
+    steps = y.shape[0] - num_lags
+    inverse = _inverse_trils(scale_trils)  # (K, D, D)
+    lags = _lag_stack(y, num_lags).reshape(steps, num_lags * dimension)  # column (l-1)*D + m is y_{t-l}[m]
+    regressors = jnp.concatenate([y[num_lags:], lags], axis=-1)  # (T-p, D + pD)
+    lag_part = -jnp.einsum("kij,kljm->kilm", inverse, weights).reshape(num_states, dimension, num_lags * dimension)
+    stacked = jnp.concatenate([inverse, lag_part], axis=-1)  # (K, D, D + pD)
+    whitened = (regressors @ stacked.reshape(num_states * dimension, -1).T).reshape(steps, num_states, dimension)
+    whitened = whitened - jnp.einsum("kij,kj->ki", inverse, biases)
     half_log_det = jnp.sum(jnp.log(jnp.diagonal(scale_trils, axis1=-2, axis2=-1)), axis=-1)
     return -0.5 * jnp.sum(whitened**2, axis=-1) - half_log_det - 0.5 * dimension * jnp.log(2 * jnp.pi)
 

@@ -81,6 +81,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.custom_batching import custom_vmap
 from jax.scipy.special import logsumexp
 from jaxtyping import Array, Bool, Float, Int
 
@@ -240,24 +241,66 @@ def _valid(num_timesteps, length):
 # ---------------------------------------------------------------- sequential forward / backward
 
 
-# Below this many states the scans' vector-matrix products are written as broadcast-multiply-sum,
-# which XLA fuses into the loop body; a dot call per step costs more than the arithmetic (measured 1.8x
-# faster at K = 8 on CPU, and 4-8x under vmap, where the dot becomes a tiny batched GEMM).  The products
-# are exact float products either way (no TF32 on accelerators).
+# The scans' vector-matrix products.  For one sequence and few states a dot call per step costs more than
+# the arithmetic, so the product is written as a broadcast-multiply-sum that XLA fuses into the loop body
+# (measured 1.8x faster at K = 8 on CPU).  Under ``vmap`` (a batch of sequences) that form would become an
+# (N, K, K) product per step, slower than the GEMM a dot becomes; a custom batching rule therefore turns
+# it back into a matmul, and a custom JVP (plain einsums) keeps it differentiable in both modes.  The
+# products are exact float products either way (no TF32 on accelerators).
 _FUSED_PRODUCT_MAX_STATES = 64
 
 
+def _product(spec, fused):
+    """``einsum(spec, vector, matrix)`` for one ``(K,)`` vector and a ``(K, K)`` matrix: ``fused`` unbatched,
+    a matmul when batched (``spec`` is ``"i,ij->j"`` or ``"j,ij->i"``)."""
+    inputs, output = spec.split("->")
+    vector_index, matrix_index = inputs.split(",")
+
+    @custom_vmap
+    def unbatched(vector, matrix):
+        return fused(vector, matrix)
+
+    @unbatched.def_vmap
+    def batched(axis_size, in_batched, vector, matrix):
+        vector_batched, matrix_batched = in_batched
+        if not (vector_batched or matrix_batched):
+            return fused(vector, matrix), False
+        if not matrix_batched:  # a batch of vectors times one matrix: one GEMM
+            return jnp.einsum(f"n{vector_index},{matrix_index}->n{output}", vector, matrix,
+                              precision=_EXACT), True
+        if not vector_batched:
+            vector = jnp.broadcast_to(vector, (axis_size,) + vector.shape)
+        return jnp.einsum(f"n{vector_index},n{matrix_index}->n{output}", vector, matrix, precision=_EXACT), True
+
+    @jax.custom_jvp
+    def product(vector, matrix):
+        return unbatched(vector, matrix)
+
+    @product.defjvp
+    def product_jvp(primals, tangents):
+        (vector, matrix), (vector_dot, matrix_dot) = primals, tangents
+        tangent = jnp.einsum(spec, vector_dot, matrix, precision=_EXACT) + jnp.einsum(spec, vector, matrix_dot,
+                                                                                     precision=_EXACT)
+        return product(vector, matrix), tangent
+
+    return product
+
+
+_fused_vecmat = _product("i,ij->j", lambda vector, matrix: jnp.sum(vector[:, None] * matrix, axis=0))
+_fused_matvec = _product("j,ij->i", lambda vector, matrix: jnp.sum(matrix * vector[None, :], axis=1))
+
+
 def _vecmat(vector, matrix):
-    """``vector @ matrix`` for one ``(K,)`` vector and a ``(K, K)`` matrix, fused for small K."""
+    """``vector @ matrix`` for one ``(K,)`` vector and a ``(K, K)`` matrix."""
     if matrix.shape[-1] <= _FUSED_PRODUCT_MAX_STATES:
-        return jnp.sum(vector[:, None] * matrix, axis=0)
+        return _fused_vecmat(vector, matrix)
     return jnp.matmul(vector, matrix, precision=_EXACT)
 
 
 def _matvec(matrix, vector):
-    """``matrix @ vector``, fused for small K."""
+    """``matrix @ vector``."""
     if matrix.shape[-1] <= _FUSED_PRODUCT_MAX_STATES:
-        return jnp.sum(matrix * vector[None, :], axis=1)
+        return _fused_matvec(vector, matrix)
     return jnp.matmul(matrix, vector, precision=_EXACT)
 
 
