@@ -275,12 +275,7 @@ def section_em(parameters, y, repeats):
         _, values = peer.fit_em(params, props, e, u, num_iters=10, verbose=False)
         return values[-1]
 
-    cache_before = None
-    try:
-        arprob_once(y)
-        cache_before = arprob_em._e_step._cache_size()
-    except Exception as error:
-        failed("em", "float64", "arprob fit_em(max_iters=1)", error)
+    cache_before = arprob_em._e_step._cache_size()
     side_by_side("em", "float64", ("arprob fit_em(max_iters=1)", arprob_once, (y,), "E + M + likelihood pass"),
                  ("dynamax (jit-wrapped)", jax.jit(dynamax_once), (emissions, inputs),
                   "warm, our jax.jit around fit_em"), repeats)
@@ -288,12 +283,11 @@ def section_em(parameters, y, repeats):
                                      "10 E + 10 M + 1 likelihood pass"),
                  ("dynamax (jit-wrapped)", jax.jit(dynamax_ten), (emissions, inputs),
                   "10 E + 10 M, our jax.jit around fit_em"), max(2, repeats // 2))
-    if cache_before is not None:
-        cache_after = arprob_em._e_step._cache_size()
-        verdict = "no recompile" if cache_after == cache_before else "RECOMPILED"
-        print(f"  arprob e_step jit cache {cache_before} -> {cache_after} over all later calls ({verdict})")
-        ROWS.append(dict(task="em", dtype="float64", implementation="arprob e_step cache", first_call_s=None,
-                         warm_s=None, value=float(cache_after), note=verdict))
+    cache_after = arprob_em._e_step._cache_size()  # one entry: every fit above reused one compilation
+    verdict = "compiled once" if cache_after - cache_before <= 1 else "RECOMPILED"
+    print(f"  arprob e_step jit cache {cache_before} -> {cache_after} over all the fits above ({verdict})")
+    ROWS.append(dict(task="em", dtype="float64", implementation="arprob e_step cache", first_call_s=None,
+                     warm_s=None, value=float(cache_after), note=verdict))
     # dynamax as users call it: fit_em builds its jitted loop inside, so each call compiles again
     attempt("em", "float64", "dynamax fit_em(num_iters=1)", dynamax_once, emissions, inputs, repeats=2,
             note="as called: compiled again on every call")
