@@ -136,8 +136,8 @@ def _weighted_scatter(residuals, g):
 def _ar_coefficient_step(y, gamma, mask, weights, biases, weights_precision, num_lags, fit_weights, fit_biases):
     r"""Weighted (ridge) least squares for the AR coefficients :math:`C_k = [A_{k,1} \dots A_{k,p}\; b_k]`.
 
-    Maximizes :math:`\sum_t \gamma_t(k) \log\mathcal N(y_t; C_k x_t, Q_k) - 	frac{\lambda}{2}\operatorname{tr}
-    (A_k^	op Q_k^{-1} A_k)` over :math:`C_k`: the normal equations :math:`C_k (S^{xx}_k + \Lambda) =
+    Maximizes :math:`\sum_t \gamma_t(k) \log\mathcal N(y_t; C_k x_t, Q_k) - \tfrac{\lambda}{2}\operatorname{tr}
+    (A_k^\top Q_k^{-1} A_k)` over :math:`C_k`: the normal equations :math:`C_k (S^{xx}_k + \Lambda) =
     S^{yx}_k` with :math:`\Lambda = \operatorname{diag}(\lambda, \dots, \lambda, 0)` (biases unpenalised),
     whatever :math:`Q_k` is; frozen columns move to the right-hand side.  Returns ``(coefficients (K, D, F),
     residuals (N*S, K, D), g (N*S, K), mass (K,))`` with ``g`` the emission weights of the modelled steps.
@@ -180,7 +180,7 @@ def _ar_coefficient_step(y, gamma, mask, weights, biases, weights_precision, num
 def _ar_covariance_step(residuals, g, mass, coefficients, covariances, floor, weights_precision, prior_scale,
                         prior_count, tied):
     r"""MAP covariances given the coefficients:
-    :math:`Q_k = (\sum_t \gamma_t(k) r_{tk} r_{tk}^	op + \lambda A_k A_k^	op + \Psi_0) / (N_k + n_0 + r)`
+    :math:`Q_k = (\sum_t \gamma_t(k) r_{tk} r_{tk}^\top + \lambda A_k A_k^\top + \Psi_0) / (N_k + n_0 + r)`
     with :math:`r = pD` when :math:`\lambda > 0` (the matrix-normal prior's :math:`|Q_k|^{-pD/2}`), pooled over
     states when tied, symmetrized and eigenvalue-floored; a state with no weight keeps its covariance."""
     num_states = covariances.shape[0]
