@@ -143,9 +143,11 @@ def test_em_posterior_statistics_equal_brute_force(case, padding):
     mask = kwargs.get("mask")
     mask = np.concatenate([mask, np.ones(padding, bool)]) if mask is not None else None
     prepared = hmm_module._prepare("test", log_initial, log_transition, padded, prior, mask, T)
-    value, smoothed, counts = hmm_module._posterior_statistics(*prepared)
+    value, filtered, smoothed, counts = hmm_module._posterior_statistics(*prepared)
     assert_allclose(value, exact["log_likelihood"], **EXACT)
     assert_allclose(np.asarray(smoothed)[:T], exact["smoothed"], **EXACT)
+    assert_allclose(np.asarray(filtered)[:T], exact["filtered"], **EXACT)
+    assert np.all(np.asarray(filtered)[T:] == 0.0)
     assert np.all(np.asarray(smoothed)[T:] == 0.0)
     assert_allclose(counts, exact["pairwise"].sum(axis=0), **EXACT)
 

@@ -458,7 +458,8 @@ def _backward_scan(log_initial, log_transition, potentials, length):
 
 def _posterior_statistics(log_initial, log_transition, potentials, length):
     r"""The E-step's quantities from one forward and one backward loop sharing their inputs:
-    ``(log_likelihood, smoothed (T, K), expected transition counts (K, K))`` (homogeneous transitions).
+    ``(log_likelihood, filtered (T, K), smoothed (T, K), expected transition counts (K, K))``
+    (homogeneous transitions).
 
     With the forward messages :math:`a_t` (normalised previous vector, unnormalised step) and the
     backward messages :math:`m_t = A (w_{t+1} \circ s_{t+1})`, both per-step rescalings cancel:
@@ -489,7 +490,21 @@ def _posterior_statistics(log_initial, log_transition, potentials, length):
     ahead = shifted[1:] * jnp.concatenate([next_scaled, jnp.ones((1, potentials.shape[1]), potentials.dtype)])
     weights = jnp.where(usable, 1.0 / jnp.where(usable, norms, 1.0), 0.0)
     counts = matrix * jnp.matmul((alphas[:-1] * weights[:, None]).T, ahead, precision=_EXACT)
-    return log_likelihood, smoothed, counts
+    positive = valid & (totals > 0)
+    filtered = jnp.where(positive[:, None], alphas / jnp.where(positive, totals, 1.0)[:, None], 0.0)
+    return log_likelihood, filtered, smoothed, counts
+
+
+@jax.jit
+def _fused_smoother_core(log_initial, log_transition, potentials, length):
+    """``(log_likelihood, filtered, smoothed)`` by :func:`_posterior_statistics` (homogeneous, sequential)."""
+    return _posterior_statistics(log_initial, log_transition, potentials, length)[:3]
+
+
+@jax.jit
+def _fused_counts_core(log_initial, log_transition, potentials, length):
+    """Expected transition counts by :func:`_posterior_statistics` (homogeneous, sequential)."""
+    return _posterior_statistics(log_initial, log_transition, potentials, length)[3]
 
 
 # ---------------------------------------------------------------- parallel (associative) forms
@@ -864,6 +879,8 @@ def hmm_smoother(
         ``log_likelihood``, ``filtered_probs`` and ``smoothed_probs`` ``(T, K)`` (0 for padded steps).
     """
     arrays = _prepare("hmm_smoother", log_initial, log_transition, log_likelihoods, log_prior, mask, length)
+    if not parallel and arrays[1].ndim == 2:  # homogeneous: one fused pass, no normalisation of the messages
+        return SmootherResult(*_fused_smoother_core(*arrays))
     log_likelihood, filtered, scaled, _ = _forward_backward_core(*arrays, parallel=bool(parallel))
     return SmootherResult(log_likelihood, filtered, _smoothed(filtered, scaled, arrays[-1]))
 
@@ -922,6 +939,8 @@ def hmm_expected_transitions(
     """
     arrays = _prepare("hmm_expected_transitions", log_initial, log_transition, log_likelihoods, log_prior, mask,
                       length)
+    if not parallel and arrays[1].ndim == 2:
+        return _fused_counts_core(*arrays)
     _, filtered, scaled, _ = _forward_backward_core(*arrays, parallel=bool(parallel))
     return _expected_transitions(arrays[1], filtered, scaled, arrays[2], arrays[3])
 

@@ -66,8 +66,9 @@ def _e_step(log_initial, log_transition, log_likelihoods, log_prior, mask, lengt
     """
 
     def one(log_lik, prior, observed, length):
-        return _posterior_statistics(*_prepare("fit_em", log_initial, log_transition, log_lik, prior, observed,
-                                               length))
+        value, _, smoothed, counts = _posterior_statistics(*_prepare("fit_em", log_initial, log_transition, log_lik,
+                                                                     prior, observed, length))
+        return value, smoothed, counts
 
     values, gamma, counts = _map_sequences(one, log_likelihoods, log_prior, mask, lengths)
     return values, gamma, counts.sum(axis=0)
