@@ -29,13 +29,12 @@ from collections import defaultdict
 
 import jax
 import numpy as np
-import pytest
+from error_checks import raises as _raises
 
 from arprob import NGram, TabularJoint
 from arprob._enumerate import all_sequences
 from arprob.conditionals import as_conditionals, normalized_logits, perturbed, split_static
 from arprob.errors import (
-    ArprobError,
     ArprobTypeError,
     EnumerationTooLargeError,
     InvalidArgumentError,
@@ -75,14 +74,6 @@ def ngram() -> NGram:
 def noisy():
     """An inconsistent family (the tabular model with logit noise 0.5)."""
     return perturbed(tabular(), jax.random.key(7), 0.5)
-
-
-def _raises(specific, call, *fragments):
-    with pytest.raises(specific) as raised:
-        call()
-    assert isinstance(raised.value, ArprobError)
-    for fragment in fragments:
-        assert fragment in str(raised.value), (fragment, str(raised.value))
 
 
 def _fits(tokens, law, vocab_size) -> float:

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from error_checks import raises as _raises
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -35,7 +36,6 @@ from arprob import AnyOrderAR, MarkovChain, TabularJoint
 from arprob._enumerate import all_sequences
 from arprob.conditionals import perturbed
 from arprob.errors import (
-    ArprobError,
     ArprobTypeError,
     EnumerationTooLargeError,
     InvalidArgumentError,
@@ -275,14 +275,6 @@ def test_law_of_one_order_is_the_ancestral_law_in_that_order(order):
 
 
 # ------------------------------------------------------------------------ errors
-
-
-def _raises(specific, call, *fragments):
-    with pytest.raises(specific) as raised:
-        call()
-    assert isinstance(raised.value, ArprobError)
-    for fragment in fragments:
-        assert fragment in str(raised.value), (fragment, str(raised.value))
 
 
 def test_bad_orders_are_refused_with_the_order_in_the_message():

@@ -20,13 +20,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from error_checks import raises as _raises
 
 from arprob import AbsorbingDiffusion, TabularJoint, schedules
 from arprob._enumerate import all_sequences
 from arprob.conditionals import perturbed
 from arprob.diffusion import _loss_samples
 from arprob.errors import (
-    ArprobError,
     ArprobTypeError,
     InvalidArgumentError,
     InvalidTokenError,
@@ -63,14 +63,6 @@ def _diffusion(which: str = "exact", schedule: str = "linear") -> AbsorbingDiffu
 
 NOISY_STATES = np.array(list(itertools.product(range(VOCAB + 1), repeat=LENGTH)), dtype=np.int32)  # base V+1
 X0 = np.array([[0, 1, 2, 0], [2, 2, 1, 0], [1, 0, 0, 2]], dtype=np.int32)
-
-
-def _raises(specific, call, *fragments):
-    with pytest.raises(specific) as raised:
-        call()
-    assert isinstance(raised.value, ArprobError)
-    for fragment in fragments:
-        assert fragment in str(raised.value), (fragment, str(raised.value))
 
 
 # ------------------------------------------------------------------------ schedules

@@ -35,12 +35,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from error_checks import raises as _raises
 from scipy import stats
 
 from arprob import AnyOrderAR, TabularJoint, schedules
 from arprob.conditionals import perturbed
 from arprob.errors import (
-    ArprobError,
     ArprobTypeError,
     EnumerationTooLargeError,
     InvalidArgumentError,
@@ -82,14 +82,6 @@ def noisy():
 def other_tabular() -> TabularJoint:
     """A second model of the same shapes (for the no-recompilation test)."""
     return TabularJoint(probs=np.random.default_rng(2).dirichlet(np.full(81, 0.5)).reshape((3,) * 4))
-
-
-def _raises(specific, call, *fragments):
-    with pytest.raises(specific) as raised:
-        call()
-    assert isinstance(raised.value, ArprobError)
-    for fragment in fragments:
-        assert fragment in str(raised.value), (fragment, str(raised.value))
 
 
 def _fits(tokens, law) -> float:
