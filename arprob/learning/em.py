@@ -45,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from arprob._validation import check_positive_int
-from arprob.distributions.arhmm import _inverse_trils
+from arprob.distributions.arhmm import _emission_log_likelihoods
 from arprob.errors import ArprobTypeError, InvalidArgumentError, ShapeError
 from arprob.inference.hmm import _posterior_statistics, _prepare, hmm_log_likelihood
 
@@ -110,15 +110,9 @@ def _ar_features(y, num_lags):
 
 @partial(jax.jit, static_argnames=("num_lags",))
 def _ar_log_likelihoods(y, weights, biases, covariances, num_lags):
-    features = _ar_features(y, num_lags)  # (N, S, F)
-    coefficients = jnp.concatenate([weights[:, lag] for lag in range(num_lags)] + [biases[:, :, None]], axis=-1)
-    means = jnp.einsum("kdf,nsf->nskd", coefficients, features)
-    residuals = y[:, num_lags:, None, :] - means  # (N, S, K, D)
+    """Emission log-densities ``(N, S, K)`` of a padded batch ``(N, T, D)``: the ARHMM's own, per sequence."""
     trils = jnp.linalg.cholesky(covariances)
-    whitened = jnp.einsum("kij,nskj->nski", _inverse_trils(trils), residuals)
-    half_log_det = jnp.sum(jnp.log(jnp.diagonal(trils, axis1=-2, axis2=-1)), axis=-1)
-    dimension = y.shape[-1]
-    return -0.5 * jnp.sum(whitened**2, axis=-1) - half_log_det - 0.5 * dimension * jnp.log(2 * jnp.pi)
+    return jax.vmap(lambda sequence: _emission_log_likelihoods(sequence, weights, biases, trils, num_lags))(y)
 
 
 def _weighted_scatter(residuals, g):
