@@ -10,7 +10,7 @@ fixed, so the outcomes are deterministic.
 import jax
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from arprob.conditionals import perturbed
@@ -149,6 +149,8 @@ def test_spectr_samples_follow_the_law_and_the_cost(models):
 
 
 @given(st.integers(2, 4), st.integers(1, 3), st.integers(0, 2**32 - 1))
+# q[0] = 1.06e-7: HiGHS's presolve once declared the equality-form LP of optimal_acceptance infeasible here
+@example(vocab_size=4, k=2, seed=5412)
 def test_kseq_rho_is_feasible_and_acceptance_is_between_the_bounds(vocab_size, k, seed):
     rng = np.random.default_rng(seed)
     p, q = rng.dirichlet(np.full(vocab_size, 0.7)), rng.dirichlet(np.full(vocab_size, 0.7))
@@ -164,7 +166,8 @@ def test_kseq_rho_is_feasible_and_acceptance_is_between_the_bounds(vocab_size, k
         assert residual_s.min() < 0
     accept = float(kseq_acceptance(p, q, k))
     best = optimal_acceptance(p, q, k)
-    assert best == pytest.approx(optimal_acceptance(p, q, k, method="cut"), abs=1e-7)  # HiGHS tolerance
+    # the LP (HiGHS) against the exact min-cut formula: measured within 3e-14 on 20,000 random pairs
+    assert best == pytest.approx(optimal_acceptance(p, q, k, method="cut"), abs=1e-9)
     best = optimal_acceptance(p, q, k, method="cut")
     assert accept <= best + 1e-12
     assert accept >= (1 - 1 / np.e) * best - 1e-12
