@@ -23,9 +23,13 @@ The negative controls assert p < 1e-12 where the exact TV is >= 0.05.
 from __future__ import annotations
 
 import functools
+import importlib
 import itertools
 import math
+import sys
 from collections import defaultdict
+from fractions import Fraction
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -112,10 +116,40 @@ def test_assd_law_is_the_ancestral_law():
     assert tv(laws["reversed"], laws["left to right"]) > 0.01
 
 
+def _proof_check_08():
+    """The exact-rational machinery of ``proofs/check_08_any_subset_speculative.py`` (ASSD enumerated as it
+    runs, in ``fractions.Fraction``).  Imported as pytest imports it, with ``proofs/`` on ``sys.path``
+    (it imports its sibling ``check_06_speculative``)."""
+    proofs = str(Path(__file__).resolve().parents[1] / "proofs")
+    if proofs not in sys.path:
+        sys.path.insert(0, proofs)
+    return importlib.import_module("check_08_any_subset_speculative")
+
+
+def _rational_assd_nfe(model, k: int) -> Fraction:
+    """Exact expected calls of ASSD in a uniformly random order, in rationals, independently of the library.
+
+    The model's float64 table, read as exact binary fractions and renormalized exactly, gives the
+    rational joint; its conditionals (by summation) feed the proof check's enumeration of ASSD in
+    every order; the random order is the average over the L! orders."""
+    check_08 = _proof_check_08()
+    vocab_size, length = model.vocab_size, model.length
+    cells = list(itertools.product(range(vocab_size), repeat=length))
+    weights = [Fraction(float(w)) for w in np.asarray(model.law(), np.float64).ravel()]
+    total = sum(weights)
+    table = check_08.consistent_family({x: w / total for x, w in zip(cells, weights)}, length, vocab_size)
+    orders = list(itertools.permutations(range(length)))
+    costs = [sum(calls * probability for calls, probability in check_08.assd(table, order, k, length,
+                                                                               vocab_size)[1].items())
+             for order in orders]
+    return sum(costs) / len(orders)
+
+
 def test_assd_cost():
     """Exact expected NFE: k = 1 and k = 2 cost exactly L calls (k = 2: every 2-call round reveals 2
-    tokens); larger k cost fewer, never more than L; the rounds are at least ceil(L/k).  Measured on
-    the V=3, L=4 table: k = 3 -> 3.115, k = 4 -> 2.422 calls (random order)."""
+    tokens); larger k cost fewer, never more than L; the rounds are at least ceil(L/k).  On the V=3,
+    L=4 table (random order), k = 3 and k = 4 against the exact rational expectation of the proof
+    check's enumeration (about 3.115 and 2.422 calls), to 1e-12."""
     family = tabular()
     for k in (1, 2):
         nfe, rounds = any_subset_speculative_cost(family, k)
@@ -124,8 +158,8 @@ def test_assd_cost():
     for k in (3, 4):
         nfe, rounds = any_subset_speculative_cost(family, k)
         assert nfe < previous - 0.1 and rounds >= math.ceil(4 / k) - 1e-12
+        assert abs(nfe - float(_rational_assd_nfe(family, k))) < 1e-12, k
         previous = nfe
-    assert abs(any_subset_speculative_cost(family, 4)[0] - 2.4224211403160942) < 1e-9
     assert any_subset_speculative_cost(family, 9) == any_subset_speculative_cost(family, 4)
 
 
