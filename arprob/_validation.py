@@ -7,6 +7,7 @@ never force a device sync or break tracing.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import jax
@@ -189,20 +190,87 @@ def check_positive_int(owner: str, name: str, value, minimum: int = 1) -> int:
     return int(value)
 
 
-def check_enumeration(owner: str, vocab_size: int, length: int, *, factor: int = 1,
-                      max_entries: int = 2**26, what: str = "the law") -> int:
-    """Refuse an enumeration of ``factor * vocab_size**length`` entries over budget."""
+def _format_size(log2_entries: float, entries: int | None, itemsize: int) -> str:
+    """``'1,234 entries (9.6 KiB as float64)'``, or powers of ten when the count is astronomically large."""
+    if entries is None:
+        log10 = log2_entries * math.log10(2.0)
+        return f"about 10^{log10:.1f} entries (about 10^{log10 + math.log10(itemsize):.1f} bytes)"
+    size = float(entries) * itemsize
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
+        if size < 1024 or unit == "EiB":
+            break
+        size /= 1024
+    return f"{entries:,} entries ({size:,.1f} {unit} at {itemsize} bytes each)"
+
+
+def _exact_product(factors: Sequence[int], log2_total: float) -> int | None:
+    """The exact product when it has at most ~128 bits (cheap), else None (never forms huge integers)."""
+    if log2_total > 128:
+        return None
+    total = 1
+    for factor in factors:
+        total *= int(factor)
+    return total
+
+
+def _log2_product(factors: Sequence[int]) -> float:
+    return float(sum(math.log2(int(f)) if int(f) > 0 else -math.inf for f in factors))
+
+
+#: Largest parameter table, in entries, that a model constructor or ``random`` accepts
+#: (``2**28`` entries: 1 GiB in float32, 2 GiB in float64, plus 8 bytes per entry of
+#: sampling thresholds).  Checked from the shapes before anything is allocated.
+MAX_TABLE_ENTRIES = 2**28
+
+
+def check_table_size(owner: str, what: str, factors: Sequence[int], *, fix: str,
+                     max_entries: int | None = None, itemsize: int = 8) -> None:
+    """Refuse a table of ``prod(factors)`` entries over ``max_entries`` (default :data:`MAX_TABLE_ENTRIES`).
+
+    Compares logarithms, so it never forms a huge integer and never allocates.
+    """
     from arprob.errors import EnumerationTooLargeError
 
-    size = vocab_size**length
-    total = size * factor
-    if total > max_entries:
-        megabytes = total * 8 / 2**20
-        raise EnumerationTooLargeError(
-            f"{owner}: computing {what} needs {total:,} float64 entries "
-            f"({vocab_size}**{length}" + (f" x {factor}" if factor > 1 else "")
-            + f", about {megabytes:,.0f} MiB), over the budget of max_entries={max_entries:,}; "
-            "use a smaller vocabulary or length, raise max_entries if memory allows, "
-            "or verify on projections (arprob.verify.check does this automatically)"
-        )
-    return size
+    limit = MAX_TABLE_ENTRIES if max_entries is None else int(max_entries)
+    log2_total = _log2_product(factors)
+    if log2_total <= math.log2(limit) - 1e-9:
+        return
+    total = _exact_product(factors, log2_total)
+    if total is not None and total <= limit:
+        return
+    groups = []  # runs of equal factors as powers: (V+1)**K x V reads 51**4 x 50
+    for factor in (int(f) for f in factors):
+        if groups and groups[-1][0] == factor:
+            groups[-1][1] += 1
+        else:
+            groups.append([factor, 1])
+    shape = " x ".join(str(f) if n == 1 else f"{f}**{n}" for f, n in groups)
+    raise EnumerationTooLargeError(
+        f"{owner}: {what} would hold {shape} = {_format_size(log2_total, total, itemsize)}, over the limit of "
+        f"{limit:,} entries (arprob._validation.MAX_TABLE_ENTRIES = 2**{int(math.log2(MAX_TABLE_ENTRIES))}); "
+        f"{fix}"
+    )
+
+
+def check_enumeration(owner: str, vocab_size: int, length: int, *, factor: int = 1,
+                      max_entries: int = 2**26, what: str = "the law") -> int:
+    """Refuse an enumeration of ``factor * vocab_size**length`` entries over budget; return ``vocab_size**length``.
+
+    The comparison is on logarithms: ``vocab_size**length`` is formed only once it is known to fit.
+    """
+    from arprob.errors import EnumerationTooLargeError
+
+    log2_total = length * math.log2(vocab_size) + math.log2(max(factor, 1)) if vocab_size > 0 else 0.0
+    if vocab_size <= 1 or log2_total <= math.log2(max_entries) - 1e-9:
+        return vocab_size**length
+    total = max(factor, 1) * vocab_size**length if log2_total <= 128 else None
+    if total is not None and total <= max_entries:
+        return vocab_size**length
+    size = _format_size(log2_total, total, 8)
+    raise EnumerationTooLargeError(
+        f"{owner}: computing {what} needs {size} in float64 "
+        f"({vocab_size}**{length}" + (f" x {factor}" if factor > 1 else "")
+        + f"), over the budget of max_entries={max_entries:,}; "
+        "use a smaller vocabulary or length, raise max_entries if memory allows, "
+        "or verify on projections (arprob.verify.check does this automatically)"
+    )

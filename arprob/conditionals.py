@@ -19,10 +19,18 @@ token id ``vocab_size``.
 A family is *consistent* when some joint :math:`p` has all its answers as
 conditionals; then ancestral sampling in every order draws from :math:`p`
 (``proofs/01-chain-rule-any-order.md``).
+
+On small spaces a family is a finite function: :func:`tabulate` stores its answer
+to each of the :math:`(V+1)^L` masked inputs (mask id :math:`V` at unobserved
+positions) and answers later queries by one gather, reproducing the family's
+outputs exactly.  :func:`as_conditionals`, the entry point of every sampler,
+does this automatically for concrete pytree families of at most
+:data:`TABULATE_MAX_ENTRIES` table entries, and caches the table per object.
 """
 
 from __future__ import annotations
 
+import weakref
 from functools import partial
 from typing import Protocol, runtime_checkable
 
@@ -31,10 +39,21 @@ import jax.numpy as jnp
 import numpy as np
 from jax.tree_util import register_pytree_node_class
 
+from arprob._validation import check_table_size, is_concrete
 from arprob.errors import ArprobTypeError, IncompatibleError, InvalidArgumentError
 
-__all__ = ["Conditionals", "ExactConditionals", "NeuralConditionals", "PerturbedConditionals",
-           "as_conditionals", "exact", "neural", "perturbed"]
+__all__ = ["TABULATE_MAX_ENTRIES", "Conditionals", "ExactConditionals", "NeuralConditionals",
+           "PerturbedConditionals", "TabulatedConditionals", "as_conditionals", "exact", "neural", "perturbed",
+           "tabulate"]
+
+#: Largest table, in entries :math:`(V+1)^L \cdot L \cdot V`, that :func:`as_conditionals` builds
+#: by itself: ``2**22`` entries are 32 MiB in float64 (16 MiB in float32), built with
+#: :math:`(V+1)^L` family evaluations; e.g. :math:`V = 3, L = 8` (1.6 M entries) or
+#: :math:`V = 2, L = 10` (1.2 M) qualify, :math:`V = 4, L = 8` (12.5 M) does not.
+TABULATE_MAX_ENTRIES = 2**22
+
+# Inputs per family call while building a table (the last chunk is padded, so one compilation serves all).
+_TABULATE_CHUNK = 4096
 
 
 @runtime_checkable
@@ -52,16 +71,19 @@ class Conditionals(Protocol):
 class ExactConditionals:
     """The exact conditionals of a model: ``model.conditional_logits`` as a family.
 
-    A pytree, so it can be passed through ``jax.jit`` as an ordinary argument.
+    A pytree, so it can be passed through ``jax.jit`` as an ordinary argument.  With a
+    ``table`` (from :func:`tabulate`) it answers by one gather from the table of
+    ``model.conditional_logits`` on every masked input, the same values.
     """
 
-    def __init__(self, model):
+    def __init__(self, model, table=None):
         if getattr(model, "batch_shape", ()) != ():
             raise ArprobTypeError(
                 f"exact: the model has batch_shape {model.batch_shape}, expected () "
                 "(a conditional family describes one model; index the batch first)"
             )
         self.model = model
+        self.table = table
 
     @property
     def vocab_size(self) -> int:
@@ -72,19 +94,179 @@ class ExactConditionals:
         return self.model.length
 
     def __call__(self, x, observed):
+        if self.table is not None:
+            return lookup(self.table, x, observed, self.vocab_size, self.length)
         return self.model.conditional_logits(x, observed)
 
     def tree_flatten(self):
-        return (self.model,), None
+        return (self.model, self.table), None
 
     @classmethod
     def tree_unflatten(cls, aux, children):
         instance = cls.__new__(cls)
-        instance.model = children[0]
+        instance.model, instance.table = children
         return instance
 
     def __repr__(self):
-        return f"exact({self.model!r})"
+        return f"exact({self.model!r})" if self.table is None else f"tabulate(exact({self.model!r}))"
+
+
+def masked_index(x, observed, vocab_size: int, length: int):
+    r"""Row of a masked input in a :func:`tabulate` table: the base-:math:`(V+1)` digits of ``where(observed, x, V)``.
+
+    Position 0 is the most significant digit; shape: the broadcast batch shape of ``x`` and ``observed``.
+    """
+    digits = jnp.where(jnp.asarray(observed, bool), jnp.asarray(x), vocab_size).astype(jnp.int32)
+    powers = jnp.asarray((vocab_size + 1) ** np.arange(length - 1, -1, -1), jnp.int32)
+    return jnp.sum(digits * powers, axis=-1)
+
+
+def lookup(table, x, observed, vocab_size: int, length: int):
+    """``table[masked_index(x, observed)]``: the tabulated answer, shape ``(..., L, V)``."""
+    return table[masked_index(x, observed, vocab_size, length)]
+
+
+@register_pytree_node_class
+class TabulatedConditionals:
+    r"""A conditional family answered from a table of its answers to every masked input.
+
+    ``table[k]`` (shape ``(L, V)``) is ``source(x, observed)`` for the input whose base-:math:`(V+1)`
+    digits are ``k`` (:func:`masked_index`; digit :math:`V` = unobserved).  The full ``(L, V)``
+    answer is stored per input (row :math:`i` included when :math:`i` is observed), so the table
+    is a memo of the family: it reproduces every output as the family computes it under ``jit``
+    (op-by-op eager evaluation may differ from that in the last bit).  Build it with :func:`tabulate`.
+    """
+
+    def __init__(self, source, table):
+        self.source = source
+        self.table = table
+
+    @property
+    def vocab_size(self) -> int:
+        return self.source.vocab_size
+
+    @property
+    def length(self) -> int:
+        return self.source.length
+
+    def __call__(self, x, observed):
+        return lookup(self.table, x, observed, self.vocab_size, self.length)
+
+    def tree_flatten(self):
+        return (self.source, self.table), None
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        return cls(*children)
+
+    def __repr__(self):
+        return f"tabulate({self.source!r})"
+
+
+def tabulated_entries(vocab_size: int, length: int) -> int:
+    r"""Entries of a :func:`tabulate` table, :math:`(V+1)^L L V` (the exponent checked first, no huge ints)."""
+    if length * np.log2(vocab_size + 1) > 62:
+        return 2**62
+    return (vocab_size + 1) ** length * length * vocab_size
+
+
+@partial(jax.jit, static_argnames=("static",))
+def _answers(dynamic, static, tokens, observed):
+    return join_static(dynamic, static)(tokens, observed)
+
+
+def _build_table(family):
+    vocab_size, length = family.vocab_size, family.length
+    size = (vocab_size + 1) ** length
+    chunk = min(size, _TABULATE_CHUNK)
+    digits = np.arange(-(-size // chunk) * chunk, dtype=np.int64) % size  # padded with repeats
+    powers = (vocab_size + 1) ** np.arange(length - 1, -1, -1, dtype=np.int64)
+    tokens = ((digits[:, None] // powers) % (vocab_size + 1)).astype(np.int32)
+    observed = tokens < vocab_size
+    dynamic, static = split_static(family)
+    with jax.ensure_compile_time_eval():  # evaluate now, also when asked inside a trace
+        blocks = [_answers(dynamic, static, jnp.asarray(tokens[start : start + chunk]),
+                           jnp.asarray(observed[start : start + chunk]))
+                  for start in range(0, tokens.shape[0], chunk)]
+        return jnp.concatenate(blocks, axis=0)[:size]
+
+
+def tabulate(family, *, max_entries: int | None = None):
+    r"""The family as a table of its answers to all :math:`(V+1)^L` masked inputs (exact memo).
+
+    Parameters
+    ----------
+    family
+        A conditional family or an exact model, with concrete parameters.
+    max_entries
+        Refuse tables over this many entries :math:`(V+1)^L L V` (default
+        :data:`~arprob._validation.MAX_TABLE_ENTRIES`).
+
+    Returns
+    -------
+    A pytree family that answers ``family(x, observed)`` by one gather: an
+    :class:`ExactConditionals` with a table for exact models (so ``.model`` stays available),
+    a :class:`TabulatedConditionals` otherwise.  Costs :math:`(V+1)^L` evaluations once, in
+    chunks of 4096 inputs.
+
+    Raises
+    ------
+    EnumerationTooLargeError
+        If the table is too large.
+    """
+    owner = "tabulate"
+    family = _as_family(family, owner)
+    if isinstance(family, TabulatedConditionals) or (isinstance(family, ExactConditionals)
+                                                     and family.table is not None):
+        return family
+    if not is_concrete(family):
+        raise ArprobTypeError(f"{owner}: the family's parameters are traced; tabulate outside jit "
+                              "(or call the family directly)")
+    vocab_size, length = family.vocab_size, family.length
+    check_table_size(owner, "the table of answers", ((vocab_size + 1,) * length) + (length, vocab_size),
+                     max_entries=max_entries,
+                     fix="call the family directly (tabulation pays off only on small spaces)")
+    table = _build_table(family)
+    if isinstance(family, ExactConditionals):
+        return ExactConditionals(family.model, table)
+    return TabulatedConditionals(family, table)
+
+
+# Tables built by as_conditionals, by id of the user's object; an entry dies with its object.
+_TABLES: dict[int, tuple[weakref.ref, jax.Array]] = {}
+
+
+def _cached_table(owner_object, family):
+    key = id(owner_object)
+    entry = _TABLES.get(key)
+    if entry is not None and entry[0]() is owner_object:
+        return entry[1]
+    table = _build_table(family)
+
+    def forget(reference, key=key):
+        if _TABLES.get(key, (None,))[0] is reference:
+            del _TABLES[key]
+
+    try:
+        _TABLES[key] = (weakref.ref(owner_object, forget), table)
+    except TypeError:  # not weak-referenceable: no cache
+        pass
+    return table
+
+
+def _auto_tabulate(obj, family):
+    """``family`` tabulated when it is a small, concrete pytree family; else ``family``."""
+    if isinstance(family, TabulatedConditionals) or getattr(family, "table", None) is not None:
+        return family
+    if split_static(family)[1] is not None or not is_concrete(family):
+        return family
+    if tabulated_entries(family.vocab_size, family.length) > TABULATE_MAX_ENTRIES:
+        return family
+    owner_object = family.model if isinstance(obj, ExactConditionals) else obj
+    table = _cached_table(owner_object, family)
+    if isinstance(family, ExactConditionals):
+        return ExactConditionals(family.model, table)
+    return TabulatedConditionals(family, table)
 
 
 def exact(model) -> ExactConditionals:
@@ -97,8 +279,7 @@ def exact(model) -> ExactConditionals:
     return ExactConditionals(model)
 
 
-def as_conditionals(obj, owner: str = "arprob") -> Conditionals:
-    """Accept a conditional family or an exact model (converted with :func:`exact`)."""
+def _as_family(obj, owner: str):
     if hasattr(obj, "conditional_logits"):
         return exact(obj)
     if isinstance(obj, Conditionals):
@@ -107,6 +288,17 @@ def as_conditionals(obj, owner: str = "arprob") -> Conditionals:
         f"{owner}: expected a conditional family (vocab_size, length, __call__(x, observed)) "
         f"or an exact model, got {type(obj).__name__}"
     )
+
+
+def as_conditionals(obj, owner: str = "arprob") -> Conditionals:
+    """Accept a conditional family or an exact model (converted with :func:`exact`).
+
+    A concrete pytree family (every arprob family) with at most :data:`TABULATE_MAX_ENTRIES`
+    table entries is returned tabulated (:func:`tabulate`: same answers, one gather per call),
+    its table built once per object and cached while the object lives.  Families that are not
+    pytrees (plain callables) and traced families are returned as they are.
+    """
+    return _auto_tabulate(obj, _as_family(obj, owner))
 
 
 def check_compatible(owner: str, first, second, first_name="sampler", second_name="target"):
@@ -234,7 +426,7 @@ def perturbed(base, key, scale):
         Standard deviation of the logit noise.  ``scale=0`` returns ``base``
         itself (exactly).
     """
-    base = as_conditionals(base, "perturbed")
+    base = _as_family(base, "perturbed")  # not tabulated here: samplers tabulate the perturbed family itself
     if isinstance(scale, (int, float)) and not isinstance(scale, bool):
         if scale < 0 or not np.isfinite(scale):
             raise InvalidArgumentError(f"perturbed: scale must be a finite number >= 0, got {scale}")

@@ -22,15 +22,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from arprob._random import categorical
-from arprob._validation import check_positive_int, check_probs, check_shape, is_concrete
+from arprob._random import any_undecided, sampling_table, search, uniform_words
+from arprob._validation import check_positive_int, check_probs, check_shape, check_table_size, is_concrete
 from arprob.distributions.base import SequenceDistribution
 from arprob.errors import InvalidProbabilityError, ShapeError
 from arprob.inference.chain import (
     chain_conditional_logits,
     chain_log_prob,
     chain_marginal_log_prob,
-    next_window_index,
     start_window_index,
     window_indices,
 )
@@ -49,21 +48,37 @@ def reachable_windows(vocab_size: int, context_size: int) -> np.ndarray:
     return mask
 
 
-@partial(jax.jit, static_argnames=("length", "vocab_size", "context_size", "batched"))
-def _sample_chains(keys, tables, *, length, vocab_size, context_size, batched):
-    """One ancestral draw per key; ``tables`` is one table or one per key (``batched``)."""
-    next_index = jnp.asarray(next_window_index(vocab_size, context_size))
-    start = start_window_index(vocab_size, context_size)
+@partial(jax.jit, static_argnames=("length", "vocab_size", "context_size", "num_samples", "num_tables"))
+def _sample_chains(key, table, *, length, vocab_size, context_size, num_samples, num_tables):
+    r"""``num_samples`` ancestral draws, shape ``(num_samples, length)``; sample ``r`` uses table ``r % num_tables``.
 
-    def single(key, table):
-        def step(window, key_t):
-            token = categorical(key_t, table[window])
-            return next_index[window, token], token
+    ``table`` is a :class:`~arprob._random.SamplingTable` of ``num_tables * W`` rows (``W`` windows per
+    table).  One ``jax.random.bits`` call for all (high) words, then one ``lax.scan`` over time on the
+    whole batch carrying the window index: the next window drops the oldest token,
+    :math:`w' = (w \bmod (V+1)^{K-1})(V+1) + x_t`.
+    """
+    base = vocab_size + 1
+    num_windows = base**context_size
+    keep = base ** (context_size - 1)
+    offset = (jnp.arange(num_samples, dtype=jnp.int32) % num_tables) * num_windows
+    start = jnp.full((num_samples,), start_window_index(vocab_size, context_size), jnp.int32)
 
-        _, tokens = jax.lax.scan(step, jnp.int32(start), jax.random.split(key, length))
-        return tokens.astype(jnp.int32)
+    def run(u_high, u_low):
+        def step(carry, uniforms):
+            window, undecided = carry
+            token, tie = search(table, offset + window, *uniforms)
+            return ((window % keep) * base + token, undecided | any_undecided(tie)), token
 
-    return jax.vmap(single, in_axes=(0, 0 if batched else None))(keys, tables)
+        (_, undecided), tokens = jax.lax.scan(step, (start, jnp.zeros((), bool)), (u_high, u_low))
+        return tokens.T, undecided
+
+    return uniform_words(key, (length, num_samples), run, table.words)
+
+
+_MARKOV_FIX = ("use a smaller vocab_size (the table has (V+1) x V entries per batch element), or an HMM "
+               "with a few hidden states for a large vocabulary")
+_NGRAM_FIX = ("use a smaller vocab_size or context_size (the table has (V+1)**K x V entries), or raise "
+              "arprob._validation.MAX_TABLE_ENTRIES if the machine has the memory")
 
 
 class _ChainModel(SequenceDistribution):
@@ -107,18 +122,37 @@ class _ChainModel(SequenceDistribution):
         windows = window_indices(x, self.vocab_size, self.context_size)
         return jnp.vectorize(lambda table, w: table[w], signature="(w,v),(l)->(l,v)")(self.log_table, windows)
 
+    def sampling_table(self):
+        r"""The rows :math:`p(\cdot \mid w)` as a :class:`~arprob._random.SamplingTable`, computed once.
+
+        ``batch_shape + (W,)`` rows flattened to ``(prod(batch_shape) * W, V - 1)`` thresholds,
+        quantized in float64 from ``exp(log_table)`` with the bits that keep a whole sequence of
+        :math:`L` draws within :data:`~arprob._random.TABLE_TOLERANCE` (1e-9) TV of :meth:`law`
+        (:func:`~arprob._random.quantize`; traced tables: 31 bits, see
+        :func:`~arprob._random.sampling_table`).
+        """
+        cached = getattr(self, "_sampling_table_cache", None)
+        if cached is not None:
+            return cached
+        if not is_concrete(self.log_table):  # inside jit with the model as an argument
+            return sampling_table(jnp.exp(self.log_table).reshape((-1, self.vocab_size)))
+        with jax.ensure_compile_time_eval():  # a constant even when first asked inside a trace
+            rows = np.exp(np.asarray(self.log_table, np.float64)).reshape((-1, self.vocab_size))
+            self._sampling_table_cache = sampling_table(rows, draws=self.length)
+        return self._sampling_table_cache
+
     def sample(self, key, sample_shape=()):
-        """Ancestral draws of shape ``sample_shape + batch_shape + (L,)`` (a ``lax.scan`` over time)."""
+        r"""Ancestral draws of shape ``sample_shape + batch_shape + (L,)``, int32.
+
+        Inverse-CDF draws from the quantized rows (:meth:`sampling_table`, law
+        :func:`~arprob._random.quantize`, within 1e-9 TV of :meth:`law` per sequence): one
+        ``jax.random.bits`` call, then one ``lax.scan`` over time on the whole batch.
+        """
         shape = tuple(sample_shape) + self.batch_shape
         count = int(np.prod(shape)) if shape else 1
-        keys = jax.random.split(key, count)
-        if self.batch_shape:
-            tables = jnp.broadcast_to(self.log_table, shape + self.log_table.shape[-2:])
-            tables = tables.reshape((count,) + self.log_table.shape[-2:])
-        else:
-            tables = self.log_table
-        tokens = _sample_chains(keys, tables, length=self.length, vocab_size=self.vocab_size,
-                                context_size=self.context_size, batched=bool(self.batch_shape))
+        num_tables = int(np.prod(self.batch_shape)) if self.batch_shape else 1
+        tokens = _sample_chains(key, self.sampling_table(), length=self.length, vocab_size=self.vocab_size,
+                                context_size=self.context_size, num_samples=count, num_tables=num_tables)
         return tokens.reshape(shape + (self.length,))
 
     def _law_from_sequences(self, sequences):
@@ -174,6 +208,8 @@ class MarkovChain(_ChainModel):
         vocab_size = int(np.shape(initial_probs)[-1])
         if vocab_size < 2:
             raise ShapeError(f"{owner}: initial_probs has {vocab_size} entries, expected V >= 2")
+        batch_size = max(int(np.prod(np.shape(initial_probs)[:-1])), int(np.prod(np.shape(transition_probs)[:-2])))
+        check_table_size(owner, "the window table", (batch_size, vocab_size + 1, vocab_size), fix=_MARKOV_FIX)
         if checks:
             check_shape(owner, "transition_probs", transition_probs, (vocab_size, vocab_size))
             check_probs(owner, "initial_probs", initial_probs)
@@ -200,7 +236,18 @@ class MarkovChain(_ChainModel):
 
     @classmethod
     def random(cls, key, length: int, vocab_size: int, concentration: float = 1.0) -> MarkovChain:
-        """Initial law and transition rows drawn from a symmetric Dirichlet."""
+        """Initial law and transition rows drawn from a symmetric Dirichlet.
+
+        Raises
+        ------
+        EnumerationTooLargeError
+            If the ``(V+1) x V`` table exceeds :data:`~arprob._validation.MAX_TABLE_ENTRIES`
+            (checked before anything is drawn).
+        """
+        owner = "MarkovChain.random"
+        length = check_positive_int(owner, "length", length)
+        vocab_size = check_positive_int(owner, "vocab_size", vocab_size, minimum=2)
+        check_table_size(owner, "the window table", (vocab_size + 1, vocab_size), fix=_MARKOV_FIX)
         key_initial, key_transition = jax.random.split(key)
         shape = (vocab_size + 1, vocab_size)
         rows = jax.nn.softmax(jax.random.loggamma(key_transition, concentration, shape), axis=-1)
@@ -255,6 +302,7 @@ class NGram(_ChainModel):
                 f"(index {vocab_size} along a context axis is the beginning-of-sequence padding)"
             )
         batch_shape = tuple(shape[: ndim - context_size - 1])
+        check_table_size(owner, "the window table", batch_shape + expected, fix=_NGRAM_FIX)
         num_windows = (vocab_size + 1) ** context_size
         reachable = reachable_windows(vocab_size, context_size)
         flat = jnp.asarray(table)
@@ -273,8 +321,20 @@ class NGram(_ChainModel):
     @classmethod
     def random(cls, key, length: int, vocab_size: int, context_size: int,
                concentration: float = 1.0) -> NGram:
-        """Every context row drawn from a symmetric Dirichlet(``concentration``)."""
+        """Every context row drawn from a symmetric Dirichlet(``concentration``).
+
+        Raises
+        ------
+        EnumerationTooLargeError
+            If the ``(V+1)**K x V`` table exceeds :data:`~arprob._validation.MAX_TABLE_ENTRIES`
+            (checked from the sizes before anything is drawn).
+        """
+        owner = "NGram.random"
+        length = check_positive_int(owner, "length", length)
+        vocab_size = check_positive_int(owner, "vocab_size", vocab_size, minimum=2)
+        context_size = check_positive_int(owner, "context_size", context_size)
         shape = (vocab_size + 1,) * context_size + (vocab_size,)
+        check_table_size(owner, "the window table", shape, fix=_NGRAM_FIX)
         table = jax.nn.softmax(jax.random.loggamma(key, concentration, shape), axis=-1)
         return cls(table, length, context_size=context_size)
 

@@ -54,13 +54,17 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
-from arprob._random import categorical
-from arprob._validation import check_positive_int, check_probs, check_tokens, is_concrete
+from arprob._random import any_undecided, categorical, choose_bits, sampling_table, search, uniform_words
+from arprob._validation import check_positive_int, check_probs, check_table_size, check_tokens, is_concrete
 from arprob.distributions.base import SequenceDistribution
 from arprob.errors import ArprobTypeError, InvalidArgumentError, ShapeError, ZeroProbabilityError
 from arprob.inference.hmm import hmm_backward, hmm_filter, hmm_log_likelihood
 
 __all__ = ["DFA", "HMM"]
+
+
+_HMM_FIX = ("the HMM stores K x (K + V + 1) probabilities (initial, transition, emission): use fewer "
+            "states or a smaller vocabulary")
 
 
 class DFA(NamedTuple):
@@ -113,20 +117,28 @@ def _safe_log_mix(state_probs, emission_probs):
 
 
 @partial(jax.jit, static_argnames=("length", "num_samples"))
-def _sample_paths(key, log_initial, log_transition, log_emission, *, length, num_samples):
-    def single(key):
-        key_initial, key_steps = jax.random.split(key)
-        z0 = categorical(key_initial, log_initial)
+def _sample_paths(key, states, emissions, *, length, num_samples):
+    r"""``num_samples`` draws of :math:`x_{0:L}`, shape ``(num_samples, length)``.
 
-        def step(state, key_t):
-            key_token, key_state = jax.random.split(key_t)
-            token = categorical(key_token, log_emission[state])
-            return categorical(key_state, log_transition[state]), token
+    ``states`` is the :class:`~arprob._random.SamplingTable` of the rows of :math:`A` followed by
+    :math:`\pi` (row :math:`K`), ``emissions`` that of :math:`E`.  One ``jax.random.bits`` call for
+    all (high) words, then one ``lax.scan`` over time on the whole batch carrying :math:`z_{t-1}`:
+    :math:`z_t \sim A_{z_{t-1}\cdot}` (:math:`\pi` at :math:`t = 0`), :math:`x_t \sim E_{z_t \cdot}`.
+    """
+    start = jnp.full((num_samples,), emissions.high.shape[0], jnp.int32)
 
-        _, tokens = jax.lax.scan(step, z0, jax.random.split(key_steps, length))
-        return tokens.astype(jnp.int32)
+    def run(u_high, u_low):
+        def step(carry, uniforms):
+            previous, undecided = carry
+            high, low = uniforms
+            state, state_tie = search(states, previous, high[0], None if low is None else low[0])
+            token, token_tie = search(emissions, state, high[1], None if low is None else low[1])
+            return (state, undecided | any_undecided(state_tie, token_tie)), token
 
-    return jax.vmap(single)(jax.random.split(key, num_samples))
+        (_, undecided), tokens = jax.lax.scan(step, (start, jnp.zeros((), bool)), (u_high, u_low))
+        return tokens.T, undecided
+
+    return uniform_words(key, (length, 2, num_samples), run, states.words)
 
 
 @partial(jax.jit, static_argnames=("length",))
@@ -241,6 +253,7 @@ class HMM(SequenceDistribution):
         vocab_size = shapes["emission_probs"][1]
         if vocab_size < 2:
             raise ShapeError(f"{owner}: emission_probs has {vocab_size} column(s), expected vocab_size >= 2")
+        check_table_size(owner, "the parameters", (num_states, num_states + vocab_size + 1), fix=_HMM_FIX)
         if validate_args is not False:
             for name, value in (("initial_probs", initial_probs), ("transition_probs", transition_probs),
                                 ("emission_probs", emission_probs)):
@@ -256,7 +269,16 @@ class HMM(SequenceDistribution):
 
     @classmethod
     def random(cls, key, length: int, num_states: int, vocab_size: int, concentration: float = 1.0) -> HMM:
-        """Initial law, transition and emission rows drawn from a symmetric Dirichlet(``concentration``)."""
+        """Initial law, transition and emission rows drawn from a symmetric Dirichlet(``concentration``).
+
+        Tables over :data:`~arprob._validation.MAX_TABLE_ENTRIES` entries are refused
+        (:class:`~arprob.errors.EnumerationTooLargeError`) before anything is drawn.
+        """
+        owner = "HMM.random"
+        length = check_positive_int(owner, "length", length)
+        num_states = check_positive_int(owner, "num_states", num_states)
+        vocab_size = check_positive_int(owner, "vocab_size", vocab_size, minimum=2)
+        check_table_size(owner, "the parameters", (num_states, num_states + vocab_size + 1), fix=_HMM_FIX)
         key_initial, key_transition, key_emission = jax.random.split(key, 3)
 
         def dirichlet(key, shape):
@@ -316,12 +338,40 @@ class HMM(SequenceDistribution):
         x = self._check_clean(x).astype(jnp.int32)
         return _prefix_conditionals(self, x)
 
+    def sampling_tables(self):
+        r"""``(states, emissions)`` :class:`~arprob._random.SamplingTable`\ s, computed once.
+
+        ``states``: the rows of :math:`A` and then :math:`\pi` (row :math:`K`); ``emissions``: the
+        rows of :math:`E`.  Quantized in float64 (:func:`~arprob._random.quantize`) with the bits
+        that keep the :math:`2L` draws of one sequence within
+        :data:`~arprob._random.TABLE_TOLERANCE` (1e-9) TV of the model's path law, hence of
+        :meth:`law`.  Traced parameters: 31 bits (:func:`~arprob._random.sampling_table`).
+        """
+        cached = getattr(self, "_sampling_table_cache", None)
+        if cached is not None:
+            return cached
+        if not is_concrete(self.transition_probs, self.initial_probs, self.emission_probs):
+            rows = jnp.concatenate([self.transition_probs, self.initial_probs[None]], axis=0)
+            return sampling_table(rows), sampling_table(self.emission_probs)
+        with jax.ensure_compile_time_eval():  # constants even when first asked inside a trace
+            rows = np.concatenate([np.asarray(self.transition_probs, np.float64),
+                                   np.asarray(self.initial_probs, np.float64)[None]], axis=0)
+            emissions = np.asarray(self.emission_probs, np.float64)
+            bits = choose_bits(rows, emissions, draws=2 * self.length)
+            self._sampling_table_cache = (sampling_table(rows, bits=bits), sampling_table(emissions, bits=bits))
+        return self._sampling_table_cache
+
     def sample(self, key, sample_shape=()):
-        """Ancestral draws of shape ``sample_shape + (L,)`` (a ``lax.scan`` over time)."""
+        r"""Ancestral draws of shape ``sample_shape + (L,)``, int32.
+
+        The latent path and the emissions by inverse-CDF draws from the quantized rows
+        (:meth:`sampling_tables`, within 1e-9 TV of :meth:`law` per sequence): one
+        ``jax.random.bits`` call, then one ``lax.scan`` over time on the whole batch.
+        """
         shape = tuple(sample_shape)
         count = int(np.prod(shape)) if shape else 1
-        tokens = _sample_paths(key, self.log_initial, self.log_transition, self.log_emission,
-                               length=self.length, num_samples=count)
+        states, emissions = self.sampling_tables()
+        tokens = _sample_paths(key, states, emissions, length=self.length, num_samples=count)
         return tokens.reshape(shape + (self.length,))
 
     def _law_from_sequences(self, sequences):

@@ -2,17 +2,38 @@ r"""An arbitrary joint law over :math:`V^L` sequences, stored as a table."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
 from arprob._enumerate import all_sequences, sequence_index
-from arprob._random import categorical
-from arprob._validation import check_enumeration, check_logits, check_positive_int, check_probs
+from arprob._random import any_undecided, sampling_table, search, uniform_words
+from arprob._validation import check_logits, check_positive_int, check_probs, check_table_size, is_concrete
 from arprob.distributions.base import SequenceDistribution
 from arprob.errors import ArprobTypeError, InvalidArgumentError, ShapeError
 from arprob.inference.chain import normalize_or_uniform
+
+_TABLE_FIX = ("a TabularJoint stores all V**L cells: use a smaller vocabulary or length, or a model with "
+              "structure (MarkovChain, NGram, HMM) for long sequences")
+
+
+@partial(jax.jit, static_argnames=("shape", "vocab_size", "length"))
+def _sample_cells(key, table, *, shape, vocab_size, length):
+    """Inverse-CDF draws of whole sequences: cell indices from the quantized table, then base-V digits."""
+    count = int(np.prod(shape)) if shape else 1
+    rows = jnp.arange(count, dtype=jnp.int32) % table.high.shape[0]  # the batch axes are the trailing ones
+
+    def run(u_high, u_low):
+        index, undecided = search(table, rows, u_high, u_low)
+        return index, any_undecided(undecided)
+
+    index = uniform_words(key, (count,), run, table.words)
+    powers = jnp.asarray(vocab_size ** np.arange(length - 1, -1, -1), jnp.int32)
+    tokens = (index[:, None] // powers) % vocab_size
+    return tokens.astype(jnp.int32).reshape(shape + (length,))
 
 
 class TabularJoint(SequenceDistribution):
@@ -64,6 +85,7 @@ class TabularJoint(SequenceDistribution):
                 "with one vocabulary size V >= 2 (pass length=... if leading axes are a batch)"
             )
         vocab_size = int(event[0])
+        check_table_size(owner, "the table", np.shape(table), fix=_TABLE_FIX)
         checks = validate_args is not False
         if probs is not None:
             if checks:
@@ -90,14 +112,16 @@ class TabularJoint(SequenceDistribution):
 
         Small ``concentration`` gives peaked laws (a few sequences carry most
         mass), large gives near-uniform ones.  Drawn through log-gamma variates
-        so that tiny concentrations do not underflow to exact zeros.
+        so that tiny concentrations do not underflow to exact zeros.  A table over
+        :data:`~arprob._validation.MAX_TABLE_ENTRIES` entries is refused
+        (:class:`~arprob.errors.EnumerationTooLargeError`) before anything is drawn.
         """
         length = check_positive_int("TabularJoint.random", "length", length)
         vocab_size = check_positive_int("TabularJoint.random", "vocab_size", vocab_size, minimum=2)
         if not concentration > 0:
             raise InvalidArgumentError(f"TabularJoint.random: concentration must be > 0, got {concentration}")
-        batch = int(np.prod(batch_shape)) if batch_shape else 1
-        check_enumeration("TabularJoint.random", vocab_size, length, factor=batch, what="the table")
+        check_table_size("TabularJoint.random", "the table", tuple(batch_shape) + (vocab_size,) * length,
+                         fix=_TABLE_FIX)
         shape = tuple(batch_shape) + (vocab_size,) * length
         log_gammas = jax.random.loggamma(key, concentration, shape)
         return cls(logits=log_gammas, length=length)
@@ -117,13 +141,36 @@ class TabularJoint(SequenceDistribution):
             self._flat_logits(), index
         )
 
+    def sampling_table(self):
+        """The table as a :class:`~arprob._random.SamplingTable` of ``prod(batch_shape)`` rows, computed once.
+
+        Quantized in float64 from ``exp(logits)`` (:func:`~arprob._random.quantize`) with the bits
+        that keep one draw within :data:`~arprob._random.TABLE_TOLERANCE` (1e-9) TV of :meth:`law`:
+        63 bits (two words) unless the table has only a few positive cells.  Traced tables
+        (inside ``jit`` with the model as an argument): 31 bits, see
+        :func:`~arprob._random.sampling_table`.
+        """
+        cached = getattr(self, "_sampling_table_cache", None)
+        if cached is not None:
+            return cached
+        size = self.vocab_size**self.length
+        if not is_concrete(self.logits):
+            return sampling_table(jnp.exp(self.logits).reshape((-1, size)))
+        with jax.ensure_compile_time_eval():  # a constant even when first asked inside a trace
+            rows = np.exp(np.asarray(self.logits, np.float64)).reshape((-1, size))
+            self._sampling_table_cache = sampling_table(rows)
+        return self._sampling_table_cache
+
     def sample(self, key, sample_shape=()):
-        """Draw sequences of shape ``sample_shape + batch_shape + (L,)`` (one categorical draw each)."""
-        flat = self._flat_logits()
+        r"""Draw sequences of shape ``sample_shape + batch_shape + (L,)``, int32.
+
+        One inverse-CDF draw of a whole sequence per sample (binary search over the cumulative
+        quantized table, :meth:`sampling_table`; law :func:`~arprob._random.quantize`, within 1e-9
+        TV of :meth:`law`), then its base-:math:`V` digits.
+        """
         shape = tuple(sample_shape) + self.batch_shape
-        index = categorical(key, jnp.broadcast_to(flat, shape + flat.shape[-1:]))
-        powers = self.vocab_size ** np.arange(self.length - 1, -1, -1)
-        return ((index[..., None] // jnp.asarray(powers)) % self.vocab_size).astype(jnp.int32)
+        return _sample_cells(key, self.sampling_table(), shape=shape, vocab_size=self.vocab_size,
+                             length=self.length)
 
     def _enumerated(self):
         return jnp.asarray(all_sequences(self.vocab_size, self.length))

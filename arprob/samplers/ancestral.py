@@ -13,7 +13,14 @@ with a fresh uniform order per sample it is the order mixture
 joint :math:`p` every :math:`q_\sigma = p` (chain rule in any order,
 ``proofs/01-chain-rule-any-order.md``).
 
-:func:`ancestral` is the jit-compiled sampler (one network call per token);
+:func:`ancestral` is the jit-compiled sampler (one network call per token).  Left to
+right on an exact :class:`~arprob.MarkovChain`, :class:`~arprob.NGram` or
+:class:`~arprob.HMM` it takes the model's own :math:`O(L)` scan instead
+(``model.sample``: the prefix conditionals are table rows, or the filtered
+latent state, carried along), which draws from the same law up to the
+quantization of the model's sampling tables (within 1e-9 in total variation per
+sequence, :func:`arprob._random.quantize`); ``stats.nfe`` still counts one
+conditional per token.
 :func:`ancestral_law` computes its law by enumeration, independently: for a
 fixed order, by the product formula on every sequence; for ``"random"``, by a
 dynamic program over revealed subsets,
@@ -40,7 +47,8 @@ import numpy as np
 from arprob._enumerate import all_sequences
 from arprob._random import categorical
 from arprob._validation import check_enumeration, check_order, check_positive_int, is_concrete
-from arprob.conditionals import as_conditionals, join_static, split_static
+from arprob.conditionals import ExactConditionals, as_conditionals, join_static, split_static
+from arprob.distributions import HMM, MarkovChain, NGram
 from arprob.errors import ArprobTypeError, InvalidOrderError
 
 
@@ -122,13 +130,36 @@ def ancestral(key, conditionals, num_samples: int, order=None):
     tokens : Int[Array, "num_samples length"]
     stats : AncestralStats
         ``stats.nfe`` is ``length`` for every sample (one call per token).
+
+    Notes
+    -----
+    Left to right (``order=None`` or the identity) on an exact ``MarkovChain``, ``NGram`` or
+    ``HMM`` (directly or through :func:`~arprob.conditionals.exact`), the draw is
+    ``model.sample(key, (num_samples,))``: an :math:`O(L)` scan over time on the whole batch with
+    no any-subset query (see the module docstring).  Other orders and families take the
+    any-subset path, one conditional-family call per token.
     """
     owner = "ancestral"
     family = as_conditionals(conditionals, owner)
     num_samples = check_positive_int(owner, "num_samples", num_samples)
     random_order, fixed = _resolve_order(owner, order, family.length)
+    model = _left_to_right_model(family, order, random_order, fixed)
+    if model is not None:  # the model's O(L) scan over time
+        tokens = model.sample(key, (num_samples,))
+        return tokens, AncestralStats(nfe=jnp.full((num_samples,), family.length, jnp.int32))
     dynamic, static = split_static(family)
     return _ancestral(key, dynamic, static, fixed, num_samples, random_order)
+
+
+def _left_to_right_model(family, order, random_order: bool, fixed):
+    """The exact chain model or HMM behind ``family`` when the order is left to right, else ``None``."""
+    if random_order or not isinstance(family, ExactConditionals):
+        return None
+    if not isinstance(family.model, (MarkovChain, NGram, HMM)):
+        return None
+    if order is not None and not (is_concrete(fixed) and np.array_equal(np.asarray(fixed), np.arange(family.length))):
+        return None
+    return family.model
 
 
 @partial(jax.jit, static_argnames=("static",))
