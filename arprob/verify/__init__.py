@@ -6,12 +6,16 @@ from arprob.verify.distances import chi2_divergence, hellinger, kl, tv
 from arprob.verify.gof import Counts, GofResult, gof, projected_law
 from arprob.verify.planning import detectable, plan, power_of
 from arprob.verify.report import Report, TestOutcome
+from arprob.verify.resolution import Resolution, resolution
 from arprob.verify.sampling import Sampler, from_law
+from arprob.verify.targets import LeftToRight, left_to_right
 
 __all__ = [
     "Counts",
     "GofResult",
+    "LeftToRight",
     "Report",
+    "Resolution",
     "Sampler",
     "TestOutcome",
     "check",
@@ -22,8 +26,10 @@ __all__ = [
     "hellinger",
     "holm",
     "kl",
+    "left_to_right",
     "plan",
     "power_of",
     "projected_law",
+    "resolution",
     "tv",
 ]

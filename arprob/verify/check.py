@@ -1,14 +1,14 @@
 r"""``check``: does a sampler draw from the law it claims?
 
-The procedure, for a sampler and an exact target model over :math:`V^L`
-sequences:
+The procedure, for a sampler and a target over :math:`V^L` sequences:
 
-1. **Tests.**  When :math:`V^L` is small enough (``max_joint_cells``), the full
-   joint is tested with the Pearson and head statistics of :func:`gof`.
-   Otherwise the joint is probed through projections with exact targets:
-   every single-position marginal, pairwise marginals, the longest prefix that
-   fits, and a **Rosenblatt (randomized probability-integral-transform)
-   test**: with :math:`F_t` the target's left-to-right conditional CDF,
+1. **Tests** (:mod:`arprob.verify.projections`).  When :math:`V^L` is small
+   enough (``max_joint_cells``), the full joint is tested with the Pearson and
+   head statistics of :func:`gof`.  Otherwise the joint is probed through
+   projections with exact targets: every single-position marginal, pairwise
+   marginals, the longest prefix that fits, and a **Rosenblatt (randomized
+   probability-integral-transform) test**: with :math:`F_t` the target's
+   left-to-right conditional CDF,
 
    .. math::
 
@@ -16,19 +16,29 @@ sequences:
 
    are i.i.d. uniform exactly when :math:`x \sim p`; their histogram is tested
    against uniform.  This test sees every position and all dependence through
-   the chain rule, at any :math:`L`.
-2. **Sample size.**  ``num_samples=None`` takes
+   the chain rule, at any :math:`L`.  A target known only through its
+   conditionals (:func:`~arprob.verify.left_to_right`, a network) gets the
+   Rosenblatt test under two token orderings and a calibration test.  With
+   ``reference=...`` (the **two-sample mode**) no law is needed at all: the
+   sampler is compared with a reference sampler of the same family on
+   marginals, pairs and a prefix by a two-sample chi-square test.
+2. **Support.**  Whatever the tests, every sample's target probability is
+   checked: one sample of probability zero fails the check.
+3. **Sample size.**  ``num_samples=None`` takes
    ``plan(deviation, K, alpha / m, power)`` for the largest test's :math:`K`
-   cells and :math:`m` tests, so a law at TV distance ``deviation`` is caught
-   with probability ``power`` on the full joint (on projections, the guarantee
-   is for deviations that show in them).
-3. **Streaming.**  Samples are drawn in batches (``sampler(key_b, batch_size)``
-   with ``key_b = fold_in(key(seed), b)``) and folded into counts by one
-   jit-compiled update, so memory does not grow with ``num_samples``.
-4. **Decision.**  p-values are Holm-adjusted over the :math:`m` tests; the
+   cells and :math:`m` tests (twice that per sampler in the two-sample mode),
+   so a law at TV distance ``deviation`` is caught with probability ``power``
+   on the full joint (on projections, the guarantee is for deviations that
+   show in them).  :attr:`Report.resolution` is the TV the run detects.
+4. **Streaming** (:mod:`arprob.verify.stream`).  Batch :math:`b` is
+   ``sampler(fold_in(key_s, b), batch_size)``; a JAX sampler is fused with the
+   counting into one compiled loop (sharded over ``devices``), any other
+   callable runs in a Python loop.  Same ``seed`` → identical counts and
+   report, on any number of devices.
+5. **Decision.**  p-values are Holm-adjusted over the :math:`m` tests; the
    sampler passes when none is at or below ``alpha`` and no sample fell on an
    outcome of probability zero.  Family-wise false-alarm rate :math:`\le\alpha`.
-5. **Distance.**  The plug-in TV estimate (biased upwards, by
+6. **Distance.**  The plug-in TV estimate (biased upwards, by
    :math:`O(\sqrt{K/n})`) with a :math:`1-\alpha` interval from the L1
    deviation inequality of Weissman et al. (2003),
    :math:`P(\|\hat p - p\|_1 \ge \varepsilon) \le (2^K - 2)\, e^{-n\varepsilon^2/2}`,
@@ -40,31 +50,45 @@ sequences:
 from __future__ import annotations
 
 import math
-import time
-from functools import partial
 
 import jax
-import jax.numpy as jnp
 import numpy as np
+from scipy import stats
 
-from arprob._enumerate import all_sequences
 from arprob._validation import check_positive_int
-from arprob.errors import ArprobTypeError, InvalidArgumentError, InvalidTokenError, ShapeError
+from arprob.errors import ArprobTypeError, IncompatibleError, InvalidArgumentError, InvalidTokenError
 from arprob.verify.distances import tv
-from arprob.verify.gof import _test_counts, projected_law
-from arprob.verify.planning import plan
+from arprob.verify.gof import MIN_EXPECTED, _pool, _test_counts
+from arprob.verify.planning import detectable, plan
+from arprob.verify.projections import (
+    Test,
+    auto_tests,
+    batch_counter,
+    cells_of,
+    parse_tests,
+    target_probs,
+)
 from arprob.verify.report import Report, TestOutcome
+from arprob.verify.stream import choose_batch_size, stream
+from arprob.verify.targets import resolve_target
 
 __all__ = ["check", "holm"]
 
-PIT_BINS = 20
-MAX_PREFIX_CELLS = 2**16
-MAX_PAIRS = 28
+MAX_SAMPLES = 2**44  # about 1.8e13: beyond this no run finishes; refused up front
 
 
 def holm(p_values) -> np.ndarray:
-    """Holm's step-down adjusted p-values (family-wise error control)."""
-    p = np.asarray(p_values, dtype=np.float64)
+    """Holm's step-down adjusted p-values (family-wise error control).
+
+    ``p_values`` must be finite numbers in ``[0, 1]``.
+    """
+    p = np.asarray(p_values, dtype=np.float64).ravel()
+    if p.size == 0:
+        raise InvalidArgumentError("holm: p_values is empty; expected at least one p-value")
+    if not np.all(np.isfinite(p)) or np.any((p < 0) | (p > 1)):
+        bad = p[~np.isfinite(p) | (p < 0) | (p > 1)]
+        raise InvalidArgumentError(f"holm: p_values must lie in [0, 1], got {bad[:4].tolist()}; "
+                                   "check the test that produced them")
     m = p.size
     order = np.argsort(p, kind="stable")
     adjusted = np.empty(m)
@@ -75,134 +99,67 @@ def holm(p_values) -> np.ndarray:
     return adjusted
 
 
-def _target_model(target):
-    model = getattr(target, "model", target)
-    needed = ("vocab_size", "length", "marginal_log_prob", "prefix_conditional_logits")
-    if not all(hasattr(model, attribute) for attribute in needed):
-        raise ArprobTypeError(
-            f"check: target must be an exact arprob model (TabularJoint, MarkovChain, NGram, ...), "
-            f"got {type(target).__name__}"
-        )
-    if getattr(model, "batch_shape", ()) != ():
-        raise ShapeError(f"check: target has batch_shape {model.batch_shape}, expected () (one model)")
-    return model
+def _check_level(owner: str, name: str, value, low_open=True):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise ArprobTypeError(f"{owner}: {name} must be a number in (0, 1), got {value!r}")
+    if not 0 < float(value) < 1:
+        raise InvalidArgumentError(f"{owner}: {name} must be in (0, 1), got {value}")
+    return float(value)
 
 
-def _projections(spec, vocab_size: int, length: int, max_joint_cells: int):
-    """List of (name, projection, statistic); projection None = joint, 'pit' = Rosenblatt."""
-    joint_fits = vocab_size**length <= max_joint_cells
-    if spec == "auto":
-        if joint_fits:
-            return [("joint", None, "pearson"), ("joint head", None, "head")]
-        tests = [(f"x[{i}]", (i,), "pearson") for i in range(length)]
-        pairs = [(i, j) for i in range(length) for j in range(i + 1, length)]
-        if len(pairs) > MAX_PAIRS:
-            pairs = [(i, i + 1) for i in range(length - 1)] + [(i, i + 2) for i in range(length - 2)]
-            pairs = pairs[:MAX_PAIRS] if len(pairs) > 2 * MAX_PAIRS else pairs
-        tests += [(f"x[{i}],x[{j}]", (i, j), "pearson") for i, j in pairs]
-        prefix = int(math.floor(math.log(MAX_PREFIX_CELLS) / math.log(vocab_size)))
-        if 2 < prefix < length:
-            tests.append((f"x[0:{prefix}]", tuple(range(prefix)), "pearson"))
-        tests.append(("rosenblatt", "pit", "pearson"))
-        return tests
-    if spec == "joint":
-        if not joint_fits:
-            raise InvalidArgumentError(f"check: projections='joint' needs {vocab_size}**{length} cells, over "
-                             f"max_joint_cells={max_joint_cells:,}; use 'auto'")
-        return [("joint", None, "pearson")]
-    if spec == "marginals":
-        return [(f"x[{i}]", (i,), "pearson") for i in range(length)]
-    tests = []
-    for item in spec:
-        if item == "rosenblatt":
-            tests.append(("rosenblatt", "pit", "pearson"))
-            continue
-        projection = tuple(int(p) for p in item)
-        if any(not 0 <= p < length for p in projection) or len(set(projection)) != len(projection):
-            raise InvalidArgumentError(f"check: projection {item} must hold distinct positions in [0, {length})")
-        name = "x[" + "],x[".join(map(str, projection)) + "]"
-        tests.append((name, projection, "pearson"))
+def _two_sample(counts_a: np.ndarray, counts_b: np.ndarray):
+    """Pearson's chi-square test of homogeneity on a 2 x K table, small cells pooled.
+
+    Returns ``(value, df, p_value, method)``.
+    """
+    counts_a = np.asarray(counts_a, np.float64)
+    counts_b = np.asarray(counts_b, np.float64)
+    n_a, n_b = counts_a.sum(), counts_b.sum()
+    pooled = (counts_a + counts_b) / (n_a + n_b)
+    groups = _pool(min(n_a, n_b) * pooled, MIN_EXPECTED)
+    used = groups >= 0
+    num_groups = int(groups[used].max()) + 1 if used.any() else 0
+    a = np.bincount(groups[used], weights=counts_a[used], minlength=num_groups)
+    b = np.bincount(groups[used], weights=counts_b[used], minlength=num_groups)
+    if num_groups < 2:
+        return 0.0, 0, 1.0, "degenerate: fewer than two cells with enough samples"
+    share = (a + b) / (n_a + n_b)
+    value = float(np.sum((a - n_a * share) ** 2 / (n_a * share)) + np.sum((b - n_b * share) ** 2 / (n_b * share)))
+    df = num_groups - 1
+    return value, df, float(stats.chi2.sf(value, df)), "two-sample chi-square (homogeneity), small cells pooled"
+
+
+def _two_sample_tests(vocab_size: int, length: int, max_joint_cells: int, projections) -> list[Test]:
+    if projections == "auto":
+        tests = [t for t in auto_tests(vocab_size, length, max_joint_cells) if t.kind == "cells"]
+        return [t for t in tests if t.statistic == "pearson"]
+    tests = parse_tests("check", projections, vocab_size, length, max_joint_cells, conditionals_only=False)
+    if any(t.kind != "cells" for t in tests):
+        raise InvalidArgumentError("check: the two-sample mode tests projections only (position tuples, "
+                                   "'joint' or 'marginals'); Rosenblatt and calibration need the target's "
+                                   "conditionals, so drop reference=... to use them")
     return tests
-
-
-def _cells_of(projection, vocab_size, length):
-    if projection == "pit":
-        return PIT_BINS
-    width = length if projection is None else len(projection)
-    return vocab_size**width
-
-
-def _target_probs(model, projection, law, vocab_size, length):
-    if projection == "pit":
-        return np.full(PIT_BINS, 1.0 / PIT_BINS)
-    if law is not None:
-        return projected_law(law, vocab_size, length, range(length) if projection is None else projection)
-    width = len(projection)
-    assignments = all_sequences(vocab_size, width)
-    x = np.zeros((assignments.shape[0], length), dtype=np.int32)
-    x[:, list(projection)] = assignments
-    observed = np.zeros(length, dtype=bool)
-    observed[list(projection)] = True
-    log_probs = np.asarray(model.marginal_log_prob(jnp.asarray(x), jnp.asarray(observed)), np.float64)
-    probs = np.exp(log_probs)
-    return probs / probs.sum()
-
-
-@partial(jax.jit, static_argnames=("layout", "vocab_size", "length", "has_nfe"))
-def _update(state, tokens, nfe, valid_count, key, model, layout, vocab_size, length, has_nfe):
-    """Fold one batch into the counts: one array per test, then nfe sum and flags."""
-    num_rows = tokens.shape[0]
-    weights = (jnp.arange(num_rows) < valid_count).astype(jnp.int64)
-    counts = list(state["counts"])
-    for slot, projection in enumerate(layout):
-        if projection == "pit":
-            logits = model.prefix_conditional_logits(tokens)  # (n, L, V)
-            probs = jax.nn.softmax(logits, axis=-1)
-            chosen = jnp.take_along_axis(probs, tokens[..., None], axis=-1)[..., 0]
-            below = jnp.sum(jnp.where(jnp.arange(vocab_size) < tokens[..., None], probs, 0.0), axis=-1)
-            u = below + jax.random.uniform(key, chosen.shape, dtype=probs.dtype) * chosen
-            bins = jnp.clip(jnp.floor(u * PIT_BINS).astype(jnp.int32), 0, PIT_BINS - 1)
-            counts[slot] = counts[slot].at[bins.reshape(-1)].add(jnp.repeat(weights, length))
-            impossible = jnp.any(chosen <= 0, axis=-1) & (weights > 0)
-            state = dict(state, impossible=state["impossible"] + jnp.sum(impossible),
-                         impossible_example=jnp.where(jnp.any(impossible),
-                                                      tokens[jnp.argmax(impossible)],
-                                                      state["impossible_example"]))
-            continue
-        columns = tokens if projection is None else tokens[:, jnp.asarray(projection)]
-        width = columns.shape[1]
-        powers = jnp.asarray(vocab_size ** np.arange(width - 1, -1, -1, dtype=np.int64))
-        index = (columns.astype(jnp.int64) * powers).sum(axis=-1)
-        counts[slot] = counts[slot].at[index].add(weights)
-    total_nfe = state["nfe"] + (jnp.sum(nfe * weights) if has_nfe else 0)
-    out_of_range = jnp.sum(jnp.any((tokens < 0) | (tokens >= vocab_size), axis=-1) & (weights > 0))
-    return dict(state, counts=tuple(counts), nfe=total_nfe, out_of_range=state["out_of_range"] + out_of_range)
-
-
-def _split_output(owner, output):
-    if isinstance(output, tuple) and len(output) == 2 and not hasattr(output, "_fields"):
-        tokens, stats = output
-    else:
-        tokens, stats = output, None
-    nfe = getattr(stats, "nfe", None) if stats is not None else None
-    if nfe is None and isinstance(stats, dict):
-        nfe = stats.get("nfe")
-    return tokens, nfe
 
 
 def check(sampler, target, *, alpha: float = 1e-4, power: float = 0.99, deviation: float = 0.01,
           num_samples: int | None = None, projections="auto", seed: int = 0, law=None,
-          batch_size: int | None = None, max_joint_cells: int = 2**20) -> Report:
-    """Test a sampler against an exact target law; see the module docstring for the procedure.
+          batch_size: int | None = None, max_joint_cells: int = 2**20, devices=None, fuse: bool | None = None,
+          reference=None, progress=None) -> Report:
+    """Test a sampler against a target; see the module docstring for the procedure.
 
     Parameters
     ----------
     sampler
-        ``sampler(key, num_samples)`` returning tokens ``(num_samples, L)`` or
-        ``(tokens, stats)`` (``stats.nfe`` is averaged into the report).  A
-        :class:`~arprob.verify.Sampler` may carry its exact ``law``.
+        ``sampler(key, num_samples)`` returning integer tokens ``(num_samples, L)``
+        or ``(tokens, stats)`` (``stats.nfe`` is averaged into the report).  A
+        :class:`~arprob.verify.Sampler` may carry its exact ``law``.  A JAX
+        function is compiled together with the counting; any other callable
+        (NumPy, PyTorch) runs in a Python loop.
     target
-        An exact model (or its exact conditionals).
+        An exact model (or its exact conditionals); a conditional family or a
+        :func:`~arprob.verify.left_to_right` next-token function (Rosenblatt
+        under two orderings and calibration); with ``reference``, anything
+        with ``vocab_size`` and ``length``.
     alpha
         Family-wise false-alarm probability.
     power, deviation
@@ -212,17 +169,32 @@ def check(sampler, target, *, alpha: float = 1e-4, power: float = 0.99, deviatio
         Fixed sample size instead of the plan.
     projections
         ``"auto"``, ``"joint"``, ``"marginals"`` or a list of position tuples
-        (and/or ``"rosenblatt"``).
+        and/or ``"rosenblatt"``, ``"rosenblatt-probability"``, ``"calibration"``.
     seed
-        Seed of the key stream handed to the sampler (``fold_in(key(seed), b)``
+        Seed of the key streams handed to the sampler (``fold_in(key_s, b)``
         for batch ``b``) and of the Rosenblatt randomization.  Fixed, so a
-        report is reproducible.
+        report is reproducible, on any number of devices.
     law
         The sampler's exact law (overrides ``sampler.law``), for the exact TV.
     batch_size
-        Samples per sampler call (default ``min(num_samples, 65536)``).
+        Samples per sampler call (default: ``min(num_samples, 65536)`` on
+        CPU, scaled to the memory of an accelerator).
     max_joint_cells
         Largest ``V**L`` tested on the full joint.
+    devices
+        ``None`` (the default device), ``"all"`` (every local device) or a
+        :class:`jax.sharding.Mesh`: batches are spread over the devices with
+        ``jax.shard_map``; the counts are identical to a one-device run.
+    fuse
+        ``None``: compile sampling and counting together when the sampler
+        traces under ``jax.jit``, else use a Python loop; ``True``: require
+        it; ``False``: always the Python loop.
+    reference
+        A second sampler of the target's family (e.g. plain ancestral
+        sampling): two-sample mode, no law needed.
+    progress
+        ``progress(done, total, seconds)``, called after each compiled chunk
+        (each batch on the host path).
 
     Returns
     -------
@@ -232,101 +204,136 @@ def check(sampler, target, *, alpha: float = 1e-4, power: float = 0.99, deviatio
     if not callable(sampler):
         raise ArprobTypeError(f"{owner}: sampler must be callable as sampler(key, num_samples), "
                               f"got {type(sampler).__name__}")
-    model = _target_model(target)
-    vocab_size, length = model.vocab_size, model.length
-    if not 0 < alpha < 1:
-        raise InvalidArgumentError(f"{owner}: alpha must be in (0, 1), got {alpha}")
-    tests = _projections(projections, vocab_size, length, max_joint_cells)
-    enumerable = vocab_size**length <= max_joint_cells
+    if reference is not None and not callable(reference):
+        raise ArprobTypeError(f"{owner}: reference must be callable as reference(key, num_samples), "
+                              f"got {type(reference).__name__}")
+    alpha = _check_level(owner, "alpha", alpha)
+    power = _check_level(owner, "power", power)
+    if isinstance(deviation, bool) or not isinstance(deviation, (int, float, np.floating)) \
+            or not 0 < float(deviation) <= 1:
+        raise InvalidArgumentError(f"{owner}: deviation must be a TV distance in (0, 1], got {deviation!r}")
+    max_joint_cells = check_positive_int(owner, "max_joint_cells", max_joint_cells, minimum=2)
+    if progress is not None and not callable(progress):
+        raise ArprobTypeError(f"{owner}: progress must be callable as progress(done, total, seconds), "
+                              f"got {type(progress).__name__}")
+
+    if reference is None:
+        model, exact = resolve_target(owner, target)
+    else:
+        model, exact = target, False
+        if not (hasattr(target, "vocab_size") and hasattr(target, "length")):
+            raise ArprobTypeError(f"{owner}: target must have vocab_size and length, got {type(target).__name__}")
+    vocab_size, length = int(model.vocab_size), int(model.length)
+    enumerable = exact and length * math.log(vocab_size) <= math.log(max_joint_cells)
+    if reference is None:
+        tests = parse_tests(owner, projections, vocab_size, length, max_joint_cells, conditionals_only=not exact)
+    else:
+        tests = _two_sample_tests(vocab_size, length, max_joint_cells, projections)
     target_law = np.asarray(model.law(max_entries=max(max_joint_cells, 2**26)), np.float64).ravel() \
         if enumerable else None
-    probs = [_target_probs(model, projection, target_law, vocab_size, length) for _, projection, _ in tests]
-    layout = []
-    for _, projection, _ in tests:
-        if projection not in layout:
-            layout.append(projection)
-    layout = tuple(layout)
-    largest = max(_cells_of(p, vocab_size, length) for p in layout)
+    probs = [target_probs(t, model, target_law, vocab_size, length) if reference is None else None for t in tests]
+    counters = tuple(dict.fromkeys(t.counter for t in tests))
+    sizes = {c: cells_of(Test("", *c), vocab_size, length) for c in counters}
+    largest = max(sizes.values())
     planned = num_samples is None
     if planned:
-        num_samples = plan(deviation, largest, alpha / len(tests), power)
+        num_samples = plan(deviation, largest, alpha / len(tests), power) * (2 if reference is not None else 1)
     num_samples = check_positive_int(owner, "num_samples", num_samples)
-    batch_size = check_positive_int(owner, "batch_size", batch_size or min(num_samples, 65536))
-    num_batches = -(-num_samples // batch_size)
+    if num_samples > MAX_SAMPLES:
+        raise InvalidArgumentError(
+            f"{owner}: num_samples={num_samples:,} is beyond what any run finishes (limit {MAX_SAMPLES:,}); "
+            "raise deviation or pass a smaller num_samples (arprob.verify.resolution tells what a time "
+            "budget detects)")
+
+    support = "log_prob" if exact else ("conditionals" if reference is None else None)
+    counter_fn = batch_counter(model, counters, vocab_size, length, support=support)
+    float_sizes = tuple(sizes[c] if c[0] == "calibration" else None for c in counters)
+    shapes = (tuple(sizes[c] for c in counters), float_sizes)
+    increments = length if any(c[0] in ("pit", "calibration") for c in counters) else 1
+    per_sample_bytes = 8.0 * length * (vocab_size if not exact or "pit" in {c[0] for c in counters} else 1) * 4
+    if batch_size is None:
+        batch_size = choose_batch_size(num_samples, per_sample_bytes)
+    batch_size = check_positive_int(owner, "batch_size", batch_size)
 
     key = jax.random.key(seed)
-    key_sampler, key_pit = jax.random.split(key)
-    state = {
-        "counts": tuple(jnp.zeros(_cells_of(p, vocab_size, length), jnp.int64) for p in layout),
-        "nfe": jnp.zeros((), jnp.float64 if jax.config.jax_enable_x64 else jnp.float32),
-        "out_of_range": jnp.zeros((), jnp.int64),
-        "impossible": jnp.zeros((), jnp.int64),
-        "impossible_example": jnp.zeros((length,), jnp.int32),
-    }
-    # a warm-up batch (with a key outside the stream) compiles the sampler and the
-    # update, so that samples/s measures sampling and counting, not compilation
-    tokens, nfe = _split_output(owner, sampler(jax.random.fold_in(key, 2**31 - 1), batch_size))
-    shape = tuple(np.shape(tokens))
-    if shape != (batch_size, length):
-        raise ShapeError(f"{owner}: sampler(key, {batch_size}) returned tokens of shape {shape}, "
-                         f"expected ({batch_size}, {length}) to match the target")
-    has_nfe = nfe is not None
-    jax.block_until_ready(_update(state, jnp.asarray(tokens).astype(jnp.int32),
-                                  jnp.asarray(nfe) if has_nfe else jnp.zeros((batch_size,)), 0,
-                                  key_pit, model, layout, vocab_size, length, has_nfe))
-    start = time.perf_counter()
-    for batch in range(num_batches):
-        tokens, nfe = _split_output(owner, sampler(jax.random.fold_in(key_sampler, batch), batch_size))
-        tokens = jnp.asarray(tokens).astype(jnp.int32)
-        valid = min(batch_size, num_samples - batch * batch_size)
-        state = _update(state, tokens, jnp.asarray(nfe) if has_nfe else jnp.zeros((batch_size,)),
-                        valid, jax.random.fold_in(key_pit, batch), model, layout, vocab_size, length,
-                        has_nfe)
-    jax.block_until_ready(state)
-    end = time.perf_counter()
-    if int(state["out_of_range"]):
-        raise InvalidTokenError(f"{owner}: the sampler returned {int(state['out_of_range'])} sequences with "
-                                f"tokens outside [0, {vocab_size}); expected valid token ids")
-    rate = num_samples / max(end - start, 1e-12)
+    key_sampler, key_count, key_reference = jax.random.split(key, 3)
+    run = stream(owner, sampler, counter_fn, shapes, num_samples=num_samples, batch_size=batch_size, length=length,
+                 key_sampler=key_sampler, key_count=key_count, devices=devices, fuse=fuse, progress=progress,
+                 increments=increments)
+    if run.out_of_range:
+        raise InvalidTokenError(f"{owner}: the sampler returned {run.out_of_range} sequences with tokens "
+                                f"outside [0, {vocab_size}); expected valid token ids")
+    counts = dict(zip(counters, run.counts))
+    floats = dict(zip(counters, run.floats))
+    reference_counts = None
+    if reference is not None:
+        other = stream(owner, reference, counter_fn, shapes, num_samples=num_samples, batch_size=batch_size,
+                       length=length, key_sampler=key_reference, key_count=key_count, devices=devices, fuse=fuse,
+                       progress=None, increments=increments)
+        if other.out_of_range:
+            raise InvalidTokenError(f"{owner}: the reference sampler returned {other.out_of_range} sequences "
+                                    f"with tokens outside [0, {vocab_size})")
+        reference_counts = dict(zip(counters, other.counts))
 
-    counts = {p: np.asarray(c, np.float64) for p, c in zip(layout, state["counts"])}
     outcomes, zero_hits = [], []
-    for (name, projection, statistic), target_probs in zip(tests, probs):
-        observed = counts[projection]
-        value, df, p_value, method, hit_cells = _test_counts(observed, target_probs, statistic)
-        width = length if projection is None else (len(projection) if projection != "pit" else 0)
+    for test, target_probs_ in zip(tests, probs):
+        observed = counts[test.counter].astype(np.float64)
+        if reference_counts is not None:
+            value, df, p_value, method = _two_sample(observed, reference_counts[test.counter])
+            outcomes.append(TestOutcome(test.name, test.positions, "two-sample", value, df, p_value, method=method,
+                                        observed=observed, expected=reference_counts[test.counter].astype(float)))
+            continue
+        if test.kind == "calibration":
+            expected = floats[test.counter]
+            target_probs_ = expected / max(expected.sum(), 1e-300)
+        value, df, p_value, method, hit_cells = _test_counts(observed, target_probs_, test.statistic)
+        if test.kind == "calibration":
+            method += " (expected counts from the samples' prefixes; conservative)"
+        width = length if test.positions is None else len(test.positions)
         for cell in hit_cells[:10]:
-            digits = tuple(int(d) for d in np.unravel_index(cell, (vocab_size,) * width)) if width else ()
-            zero_hits.append({"test": name, "projection": projection, "tokens": digits})
-        outcomes.append(TestOutcome(name, projection, statistic, value, df, p_value, method=method,
-                                    observed=observed, expected=observed.sum() * target_probs))
-    if int(state["impossible"]):
-        example = tuple(int(t) for t in np.asarray(state["impossible_example"]))
-        zero_hits.append({"test": "rosenblatt", "projection": "pit", "tokens": example})
-        for outcome in outcomes:
-            if outcome.projection == "pit":
-                outcome.p_value, outcome.method = 0.0, "zero-probability next token sampled"
+            if test.kind == "cells":
+                digits = tuple(int(d) for d in np.unravel_index(cell, (vocab_size,) * width))
+                zero_hits.append({"test": test.name, "tokens": digits})
+        projection = test.positions if test.kind == "cells" else ("pit" if test.kind == "pit" else test.kind)
+        outcomes.append(TestOutcome(test.name, projection, test.statistic, value, df, p_value, method=method,
+                                    observed=observed, expected=observed.sum() * target_probs_))
+    if run.impossible:
+        example = run.impossible_example
+        zero_hits.append({"test": "support", "tokens": example})
+        outcomes.append(TestOutcome("support", "support", "zero-probability samples", float(run.impossible), 0,
+                                    0.0, method=f"{run.impossible} sample(s) of target probability zero"))
     adjusted = holm([o.p_value for o in outcomes])
     for outcome, p_adjusted in zip(outcomes, adjusted):
         outcome.p_adjusted = float(p_adjusted)
         outcome.rejected = bool(p_adjusted <= alpha)
     passed = not any(o.rejected for o in outcomes) and not zero_hits
 
-    tv_estimate, tv_interval, scope = _tv_interval(counts, tests, probs, alpha, num_samples)
+    if reference_counts is None:
+        tv_estimate, tv_interval, scope = _tv_interval(counts, tests, probs, alpha, num_samples)
+    else:
+        tv_estimate, tv_interval, scope = _two_sample_tv(counts, reference_counts, tests, alpha, num_samples)
     sampler_law = law if law is not None else getattr(sampler, "law", None)
     if callable(sampler_law):
         sampler_law = sampler_law()
-    exact = None
+    exact_tv = None
     if sampler_law is not None and target_law is not None:
-        exact = tv(np.asarray(sampler_law, np.float64).ravel(), target_law)
-    nfe_mean = float(state["nfe"]) / num_samples if has_nfe else None
+        sampler_law = np.asarray(sampler_law, np.float64).ravel()
+        if sampler_law.size != target_law.size:
+            raise IncompatibleError(f"{owner}: the sampler's law has {sampler_law.size} entries but the target "
+                                    f"has {target_law.size} = {vocab_size}**{length} sequences")
+        exact_tv = tv(sampler_law, target_law)
+    nfe_mean = run.nfe_total / num_samples if run.nfe_total is not None else None
+    per_sampler = num_samples // 2 if reference is not None else num_samples
+    resolution = detectable(max(per_sampler, 1), max(largest, 2), alpha / len(tests), power)
     return Report(
         passed=passed, tests=outcomes, num_samples=num_samples, alpha=alpha, power=power,
-        deviation=deviation, planned=planned, tv_estimate=tv_estimate, tv_interval=tv_interval,
-        tv_scope=scope, exact_tv=exact, nfe=nfe_mean, samples_per_second=rate, seconds=end - start,
-        zero_probability_hits=[hit["tokens"] for hit in zero_hits], seed=seed,
+        deviation=float(deviation), planned=planned, tv_estimate=tv_estimate, tv_interval=tv_interval,
+        tv_scope=scope, exact_tv=exact_tv, nfe=nfe_mean, samples_per_second=run.timed_samples / run.seconds,
+        seconds=run.seconds, zero_probability_hits=[hit["tokens"] for hit in zero_hits], seed=seed,
         vocab_size=vocab_size, length=length, target=repr(model),
         sampler=getattr(sampler, "name", None) or getattr(sampler, "__name__", type(sampler).__name__),
+        resolution=resolution, compile_seconds=run.compile_seconds, fused=run.fused, num_devices=run.num_devices,
+        batch_size=run.batch_size,
     )
 
 
@@ -336,25 +343,31 @@ def _weissman_halfwidth(cells: int, num_samples: int, delta: float) -> float:
 
 
 def _tv_interval(counts, tests, probs, alpha, num_samples):
-    joint = [target for (_, projection, _), target in zip(tests, probs) if projection is None]
+    joint = [(t, target) for t, target in zip(tests, probs) if t.kind == "cells" and t.positions is None]
     if joint:
-        target = joint[0]
-        estimate = 0.5 * float(np.abs(counts[None] / num_samples - target).sum())
+        test, target = joint[0]
+        estimate = 0.5 * float(np.abs(counts[test.counter] / num_samples - target).sum())
         radius = _weissman_halfwidth(target.size, num_samples, alpha)
         return estimate, (max(0.0, estimate - radius), min(1.0, estimate + radius)), "joint"
-    projected = [(projection, target) for (_, projection, _), target in zip(tests, probs)
-                 if projection not in (None, "pit")]
+    projected = [(t, target) for t, target in zip(tests, probs) if t.kind == "cells"]
     if not projected:
         return float("nan"), (0.0, 1.0), "none"
     delta = alpha / len(projected)
     estimate, lower = 0.0, 0.0
-    seen = set()
-    for projection, target in projected:
-        if projection in seen:
-            continue
-        seen.add(projection)
-        value = 0.5 * float(np.abs(counts[projection] / num_samples - target).sum())
+    for test, target in dict((t.counter, (t, p)) for t, p in projected).values():
+        value = 0.5 * float(np.abs(counts[test.counter] / num_samples - target).sum())
         estimate = max(estimate, value)
         lower = max(lower, value - _weissman_halfwidth(target.size, num_samples, delta))
     return estimate, (max(0.0, lower), 1.0), "lower bound from projections"
 
+
+def _two_sample_tv(counts, reference_counts, tests, alpha, num_samples):
+    """Largest projected TV between the two empirical laws; lower bound by Weissman on both sides."""
+    delta = alpha / (2 * len(tests))
+    estimate, lower = 0.0, 0.0
+    for test in tests:
+        a, b = counts[test.counter], reference_counts[test.counter]
+        value = 0.5 * float(np.abs(a / a.sum() - b / b.sum()).sum())
+        estimate = max(estimate, value)
+        lower = max(lower, value - 2 * _weissman_halfwidth(a.size, num_samples, delta))
+    return estimate, (max(0.0, lower), 1.0), "lower bound from projections (two-sample)"

@@ -45,6 +45,15 @@ class Report:
         ``1 - alpha`` confidence interval (see :func:`~arprob.verify.check`).
     exact_tv
         TV(law, target) when the sampler exposes its exact law, else ``None``.
+    resolution
+        The smallest TV distance this run detects with probability ``power``
+        (:func:`~arprob.verify.detectable` at its ``num_samples``, for the largest
+        test's cells at the Holm level ``alpha / len(tests)``).
+    samples_per_second, seconds, compile_seconds
+        Throughput of sampling and counting, and the time spent compiling.
+    fused, num_devices, batch_size
+        Whether sampling and counting ran as one compiled loop, on how many
+        devices, in batches of what size.
     """
 
     passed: bool
@@ -67,6 +76,11 @@ class Report:
     length: int
     target: str = ""
     sampler: str = ""
+    resolution: float | None = None
+    compile_seconds: float = 0.0
+    fused: bool = False
+    num_devices: int = 1
+    batch_size: int = 0
 
     @property
     def min_p_value(self) -> float:
@@ -89,6 +103,9 @@ class Report:
         lines = [
             f"{'PASSED' if self.passed else 'FAILED'}: {self.sampler or 'sampler'} vs {self.target or 'target'}"
             f" | n = {self.num_samples:,} | alpha = {self.alpha:g} (Holm over {len(self.tests)} tests)",
+            f"resolution: detects TV >= {self.resolution:.3g} with probability {self.power:g}"
+            f" | {self.samples_per_second:,.0f} samples/s"
+            f" ({'compiled loop' if self.fused else 'Python loop'}, {self.num_devices} device(s))",
             f"TV estimate {self.tv_estimate:.4g}, {100 * (1 - self.alpha):g}% interval "
             f"[{self.tv_interval[0]:.4g}, {self.tv_interval[1]:.4g}] ({self.tv_scope})"
             + (f", exact TV {self.exact_tv:.4g}" if self.exact_tv is not None else ""),
