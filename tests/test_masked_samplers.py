@@ -396,6 +396,17 @@ def test_step_losses_accepts_a_model_a_law_or_samples():
     np.testing.assert_allclose(by_samples, expected, rtol=0, atol=1e-12)
 
 
+def test_a_budgeted_sampler_traces_under_jit():
+    # `arprob check` fuses sampling into a compiled loop: the blocks must be computable while tracing
+    def sample(key):
+        blocks = budgeted_blocks(step_losses(noisy(), tabular()), 2)[0]
+        return parallel_unmask(key, noisy(), 64, blocks)[0]
+
+    eager = budgeted_blocks(step_losses(noisy(), tabular()), 2)[0]
+    np.testing.assert_array_equal(jax.jit(sample)(jax.random.key(0)),
+                                  parallel_unmask(jax.random.key(0), noisy(), 64, eager)[0])
+
+
 def test_budget_arguments_are_validated():
     losses = np.array([1.0, 0.5, 0.2])
     _raises(InvalidArgumentError, lambda: budgeted_blocks(losses, 4), "budgeted_blocks", "budget=4", "1..3")

@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+import jax
 import numpy as np
 
 from arprob._enumerate import all_sequences
@@ -55,6 +56,11 @@ def step_losses(conditionals, target) -> np.ndarray:
         The data law: an arprob model (its ``law()`` is used), a float64 law
         over all ``V**L`` sequences, or an int array of samples ``(N, L)``
         (then :math:`c_k` is the average over the samples).
+
+    Evaluated eagerly even when called while a function is being traced (the
+    losses depend on parameters only), so a sampler that picks its blocks from
+    them, such as ``parallel_unmask(key, model, n, budgeted_blocks(...)[0])``,
+    can be jitted: the blocks are fixed at trace time.
     """
     owner = "step_losses"
     family = as_conditionals(conditionals, owner)
@@ -78,7 +84,8 @@ def step_losses(conditionals, target) -> np.ndarray:
                 f"of shape (N, {length}); got an array of shape {array.shape} and dtype {array.dtype}"
             )
     keep = weights > 0
-    per_size = np.asarray(AnyOrderAR(family).per_size_losses(sequences[keep]), np.float64)  # (L+1, N)
+    with jax.ensure_compile_time_eval():  # concrete even inside a trace (e.g. a sampler under jit)
+        per_size = np.asarray(AnyOrderAR(family).per_size_losses(sequences[keep]), np.float64)  # (L+1, N)
     expected = per_size @ weights[keep]  # E[h_m], m = number masked
     revealed = np.arange(length)
     return np.array([expected[length - k] / (math.comb(length, k) * (length - k)) for k in revealed])
