@@ -292,6 +292,8 @@ def batch_counter(model, counters: tuple, vocab_size: int, length: int, *, suppo
     """
     tables = _chain_tables(model)
     kinds = {counter[0] for counter in counters}
+    if support == "log_prob" and ("cells", None, "id") in counters:
+        support = "joint"  # a sample of probability zero lands on a zero cell of the joint counts
     needs_conditionals = bool(kinds & {"pit", "calibration"}) or support == "conditionals"
     needs_rank = any(c[0] == "pit" and c[2] == "probability" for c in counters)
     needs_calibration = "calibration" in kinds
@@ -330,6 +332,8 @@ def batch_counter(model, counters: tuple, vocab_size: int, length: int, *, suppo
                 floats.append(jnp.einsum("n,nlb->lb", weights.astype(masses.dtype), masses).reshape(-1))
         if support == "log_prob":
             impossible = ~(model.log_prob(safe) > -jnp.inf)
+        elif support == "joint":
+            impossible = jnp.zeros(safe.shape[0], bool)
         elif support == "conditionals":
             impossible = jnp.any(parts[0] <= 0, axis=-1)
         else:  # two-sample mode: no target law to check the support against
