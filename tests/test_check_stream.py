@@ -155,8 +155,8 @@ def test_sharded_counts_are_identical_on_one_and_four_devices(tmp_path):
         for devices in (None, "all"):
             report = check(lambda key, n: model.sample(key, (n,)), model, num_samples=100_003, batch_size=4096,
                            devices=devices, projections=[(0,), (3, 7), "rosenblatt", "calibration"])
-            out[str(devices)] = {"devices": report.num_devices, "tests": [[t.name, t.value, t.df] for t in report.tests],
-                                 "tv": report.tv_estimate}
+            tests = [[t.name, t.value, t.df] for t in report.tests]
+            out[str(devices)] = {"devices": report.num_devices, "tests": tests, "tv": report.tv_estimate}
         json.dump(out, sys.stdout)
     """)
     environment = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
