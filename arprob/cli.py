@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -13,6 +14,10 @@ def _run_check(args) -> int:
     import jax
 
     jax.config.update("jax_enable_x64", True)
+    if args.cache:
+        # compiled loops are kept across runs: a second `arprob check` skips most compilation
+        jax.config.update("jax_compilation_cache_dir", str(Path(args.cache).expanduser()))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
     from rich.table import Table
@@ -108,6 +113,9 @@ def main(argv=None) -> int:
     check.add_argument("--devices", choices=["all"], default=None,
                        help="spread each row's batches over every local device (jax.shard_map)")
     check.add_argument("--seed", type=int, default=0)
+    check.add_argument("--cache", metavar="DIR", default=os.environ.get("ARPROB_CACHE", "~/.cache/arprob/jax"),
+                       help="persistent compilation cache (default ~/.cache/arprob/jax or $ARPROB_CACHE; "
+                            "'' to disable)")
     args = parser.parse_args(argv)
     if args.command == "check":
         return _run_check(args)

@@ -261,3 +261,18 @@ def test_report_states_its_resolution_and_progress_is_reported():
     assert report.resolution == pytest.approx(detectable(30_000, cells, 1e-4 / len(report.tests), 0.99), rel=1e-12)
     assert calls and calls[-1] == (30_000, 30_000)
     assert all(a[0] <= b[0] for a, b in zip(calls, calls[1:]))
+
+
+def test_compiled_loop_is_reused_across_seeds_and_sizes():
+    """Keys, seed and sample size are arguments of the compiled loop: a second call with the same
+    sampler and target compiles nothing and reports what a fresh compilation reports."""
+    target = TabularJoint.random(jax.random.key(3), 4, 3)
+    sampler = from_law(np.asarray(target.law()), 3, 4)
+    first = check(sampler, target, num_samples=20_000, seed=5)
+    again = check(sampler, target, num_samples=20_000, seed=5)
+    other = check(sampler, target, num_samples=30_001, seed=6)
+    assert first.compile_seconds > 0 and again.compile_seconds == 0 and other.compile_seconds == 0
+    assert _values(first) == _values(again)
+    fresh = check(from_law(np.asarray(target.law()), 3, 4), target, num_samples=30_001, seed=6)
+    assert fresh.compile_seconds > 0
+    assert _values(other) == _values(fresh)

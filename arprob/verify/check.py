@@ -257,9 +257,10 @@ def check(sampler, target, *, alpha: float = 1e-4, power: float = 0.99, deviatio
 
     key = jax.random.key(seed)
     key_sampler, key_count, key_reference = jax.random.split(key, 3)
+    cache_key = (id(model), counters, support, vocab_size)
     run = stream(owner, sampler, counter_fn, shapes, num_samples=num_samples, batch_size=batch_size, length=length,
                  key_sampler=key_sampler, key_count=key_count, devices=devices, fuse=fuse, progress=progress,
-                 increments=increments)
+                 increments=increments, cache_key=cache_key, cache_refs=(model,))
     if run.out_of_range:
         raise InvalidTokenError(f"{owner}: the sampler returned {run.out_of_range} sequences with tokens "
                                 f"outside [0, {vocab_size}); expected valid token ids")
@@ -269,7 +270,7 @@ def check(sampler, target, *, alpha: float = 1e-4, power: float = 0.99, deviatio
     if reference is not None:
         other = stream(owner, reference, counter_fn, shapes, num_samples=num_samples, batch_size=batch_size,
                        length=length, key_sampler=key_reference, key_count=key_count, devices=devices, fuse=fuse,
-                       progress=None, increments=increments)
+                       progress=None, increments=increments, cache_key=cache_key, cache_refs=(model,))
         if other.out_of_range:
             raise InvalidTokenError(f"{owner}: the reference sampler returned {other.out_of_range} sequences "
                                     f"with tokens outside [0, {vocab_size})")

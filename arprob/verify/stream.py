@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import OrderedDict
 from typing import NamedTuple
 
 import jax
@@ -112,14 +113,25 @@ def _chunk_capacity(batch_size: int, increments: int) -> int:
     return max(1, min(MAX_CHUNK, (2**31 - 1) // max(1, batch_size * increments)))
 
 
+_COMPILED: OrderedDict = OrderedDict()  # recent compiled chunk loops, see stream()
+_COMPILED_SIZE = 16
+
+
 def stream(owner: str, sampler, counter, counter_shapes, *, num_samples: int, batch_size: int, length: int,
-           key_sampler, key_count, devices=None, fuse=None, progress=None, increments: int = 1) -> Streamed:
+           key_sampler, key_count, devices=None, fuse=None, progress=None, increments: int = 1,
+           cache_key=None, cache_refs=()) -> Streamed:
     """Draw ``num_samples`` samples in batches and return their counts (see the module docstring).
 
     ``counter(tokens, weights, key) -> (counts, floats, out_of_range, impossible, example)``
     is :func:`arprob.verify.projections.batch_counter`'s function; ``counter_shapes``
     its count sizes and float sizes (``None`` for no floats); ``increments`` the
     most increments one sample adds to one counter (``L`` for per-position tests).
+    ``cache_key`` (hashable, identifying the counter: target and tests) lets a
+    later call with the same sampler object reuse the compiled loop: keys, the
+    sample size and the seed are arguments of the compiled function, so a run
+    over many seeds compiles once.  ``cache_refs`` are the objects the key's
+    ids stand for (the target): the entry holds them, so an id is never reused
+    while its entry lives.
     """
     mesh, num_devices = resolve_devices(owner, devices)
     full_batches, remainder = divmod(num_samples, batch_size)
@@ -127,29 +139,43 @@ def stream(owner: str, sampler, counter, counter_shapes, *, num_samples: int, ba
     capacity = _chunk_capacity(batch_size, increments)
     traced = None
     if fuse is not False:
-        traced, error = _trace_fused(sampler, counter, counter_shapes, batch_size, length, full_batches,
-                                     remainder, key_sampler, key_count, capacity, mesh, num_devices, owner)
-        if traced is None and fuse:
-            raise ArprobTypeError(f"{owner}: fuse=True but the sampler does not trace under jax.jit "
-                                  f"({type(error).__name__}: {error}); pass fuse=None to run it in a Python loop")
+        devices_key = None if mesh is None else tuple(d.id for d in np.asarray(mesh.devices).reshape(-1))
+        key = None if cache_key is None else (id(sampler), cache_key, batch_size, length, capacity, devices_key)
+        cached = _COMPILED.get(key) if key is not None else None
+        refs = (sampler, *cache_refs)
+        if cached is not None and len(cached[0]) == len(refs) and all(a is b for a, b in zip(cached[0], refs)):
+            _COMPILED.move_to_end(key)
+            traced = (cached[1][0], 0.0, cached[1][2])
+        else:
+            traced, error = _trace_fused(sampler, counter, counter_shapes, batch_size, length, capacity, mesh,
+                                         num_devices, owner, key_sampler, key_count)
+            if traced is None and fuse:
+                raise ArprobTypeError(f"{owner}: fuse=True but the sampler does not trace under jax.jit "
+                                      f"({type(error).__name__}: {error}); pass fuse=None to run it in a Python "
+                                      "loop")
+            if traced is not None and key is not None:
+                _COMPILED[key] = (refs, traced)
+                while len(_COMPILED) > _COMPILED_SIZE:
+                    _COMPILED.popitem(last=False)
     if traced is None:
         if mesh is not None and num_devices > 1:
             raise InvalidArgumentError(f"{owner}: devices={devices!r} needs a sampler that traces under jax.jit "
                                        "(a JAX function); this one runs on the host, so leave devices=None")
         return _stream_host(owner, sampler, counter, counter_shapes, num_samples, batch_size, length,
                             key_sampler, key_count, full_batches, remainder, num_batches, progress)
-    return _run_fused(traced, counter_shapes, num_batches, batch_size, num_devices, capacity, num_samples,
+    scalars = (key_sampler, key_count, jnp.int32(full_batches), jnp.int32(remainder))
+    return _run_fused(traced, scalars, counter_shapes, num_batches, batch_size, num_devices, capacity, num_samples,
                       progress)
 
 
-def _trace_fused(sampler, counter, counter_shapes, batch_size, length, full_batches, remainder, key_sampler,
-                 key_count, capacity, mesh, num_devices, owner):
+def _trace_fused(sampler, counter, counter_shapes, batch_size, length, capacity, mesh, num_devices, owner,
+                 key_sampler, key_count):
     """Compile the chunk function, or return (None, error) when the sampler does not trace."""
     count_sizes, float_sizes = counter_shapes
     float_dtype = jnp.result_type(float)
     nfe_seen = []
 
-    def chunk(first, count):
+    def chunk(first, count, key_sampler, key_count, full_batches, remainder):
         def body(j, carry):
             counts, floats, nfe, out_of_range, impossible, example = carry
             batch = first + j
@@ -172,23 +198,20 @@ def _trace_fused(sampler, counter, counter_shapes, batch_size, length, full_batc
                 jnp.zeros(capacity, float_dtype), jnp.int32(0), jnp.int32(0), jnp.full(length, -1, jnp.int32))
         return jax.lax.fori_loop(0, count, body, init)
 
+    def function(first, count, *scalars):
+        out = chunk(first[0], count[0], *scalars)
+        return jax.tree_util.tree_map(lambda a: a[None], out)
+
+    scalars = (key_sampler, key_count, jnp.int32(0), jnp.int32(0))
     if mesh is not None:
         from jax.sharding import PartitionSpec
 
-        spec = PartitionSpec("batches")
-
-        def per_device(first, count):
-            out = chunk(first[0], count[0])
-            return jax.tree_util.tree_map(lambda a: a[None], out)
-
-        function = jax.shard_map(per_device, mesh=mesh, in_specs=(spec, spec), out_specs=spec, check_vma=False)
-        example_args = (jnp.zeros(num_devices, jnp.int32), jnp.zeros(num_devices, jnp.int32))
+        spec, replicated = PartitionSpec("batches"), PartitionSpec()
+        function = jax.shard_map(function, mesh=mesh, in_specs=(spec, spec) + (replicated,) * 4, out_specs=spec,
+                                 check_vma=False)
+        example_args = (jnp.zeros(num_devices, jnp.int32), jnp.zeros(num_devices, jnp.int32)) + scalars
     else:
-        def function(first, count):
-            out = chunk(first[0], count[0])
-            return jax.tree_util.tree_map(lambda a: a[None], out)
-
-        example_args = (jnp.zeros(1, jnp.int32), jnp.zeros(1, jnp.int32))
+        example_args = (jnp.zeros(1, jnp.int32), jnp.zeros(1, jnp.int32)) + scalars
     start = time.perf_counter()
     try:
         lowered = jax.jit(function).trace(*example_args).lower()
@@ -200,7 +223,8 @@ def _trace_fused(sampler, counter, counter_shapes, batch_size, length, full_batc
     return (compiled, time.perf_counter() - start, nfe_seen[0] if nfe_seen else False), None
 
 
-def _run_fused(traced, counter_shapes, num_batches, batch_size, num_devices, capacity, num_samples, progress):
+def _run_fused(traced, scalars, counter_shapes, num_batches, batch_size, num_devices, capacity, num_samples,
+               progress):
     compiled, compile_seconds, has_nfe = traced
     count_sizes, float_sizes = counter_shapes
     totals = [np.zeros(size, np.int64) for size in count_sizes]
@@ -213,7 +237,7 @@ def _run_fused(traced, counter_shapes, num_batches, batch_size, num_devices, cap
         firsts = done_batches + per_device * np.arange(num_devices)
         counts_per = np.clip(num_batches - firsts, 0, per_device)
         start = time.perf_counter()
-        out = compiled(jnp.asarray(firsts, jnp.int32), jnp.asarray(counts_per, jnp.int32))
+        out = compiled(jnp.asarray(firsts, jnp.int32), jnp.asarray(counts_per, jnp.int32), *scalars)
         out = jax.device_get(out)
         seconds = time.perf_counter() - start
         elapsed += seconds
