@@ -265,14 +265,14 @@ def test_report_states_its_resolution_and_progress_is_reported():
 
 def test_compiled_loop_is_reused_across_seeds_and_sizes():
     """Keys, seed and sample size are arguments of the compiled loop: a second call with the same
-    sampler and target compiles nothing and reports what a fresh compilation reports."""
+    sampler, target and batch size compiles nothing and reports what a fresh compilation reports."""
     target = TabularJoint.random(jax.random.key(3), 4, 3)
     sampler = from_law(np.asarray(target.law()), 3, 4)
-    first = check(sampler, target, num_samples=20_000, seed=5)
-    again = check(sampler, target, num_samples=20_000, seed=5)
-    other = check(sampler, target, num_samples=30_001, seed=6)
+    first = check(sampler, target, num_samples=20_000, seed=5, batch_size=8192)
+    again = check(sampler, target, num_samples=20_000, seed=5, batch_size=8192)
+    other = check(sampler, target, num_samples=30_001, seed=6, batch_size=8192)
     assert first.compile_seconds > 0 and again.compile_seconds == 0 and other.compile_seconds == 0
     assert _values(first) == _values(again)
-    fresh = check(from_law(np.asarray(target.law()), 3, 4), target, num_samples=30_001, seed=6)
+    fresh = check(from_law(np.asarray(target.law()), 3, 4), target, num_samples=30_001, seed=6, batch_size=8192)
     assert fresh.compile_seconds > 0
     assert _values(other) == _values(fresh)
