@@ -143,12 +143,15 @@ def test_every_mode_fails_a_sampler_that_draws_an_impossible_sequence(projection
 
 
 def test_sharded_counts_are_identical_on_one_and_four_devices(tmp_path):
-    """In a fresh process with 4 host devices: devices='all' and devices=None give identical tests."""
+    """In a fresh process with 4 host devices: devices='all' and devices=None give identical tests,
+    and sample_sharded gives the same tokens (spread over the 4 devices)."""
     script = textwrap.dedent("""
         import json, sys
         import jax
         jax.config.update("jax_enable_x64", True)
         from arprob import NGram
+        import jax.numpy as jnp
+        from arprob.samplers import ancestral, sample_sharded
         from arprob.verify import check
         model = NGram.random(jax.random.key(12), 12, 4, 2)
         out = {}
@@ -157,6 +160,11 @@ def test_sharded_counts_are_identical_on_one_and_four_devices(tmp_path):
                            devices=devices, projections=[(0,), (3, 7), "rosenblatt", "calibration"])
             tests = [[t.name, t.value, t.df] for t in report.tests]
             out[str(devices)] = {"devices": report.num_devices, "tests": tests, "tv": report.tv_estimate}
+            tokens, stats = sample_sharded(lambda key, n: ancestral(key, model, n, order="random"),
+                                           jax.random.key(7), 10_001, devices=devices, batch_size=1000)
+            out[str(devices)]["tokens"] = [int(tokens.sum()), int((tokens * jnp.arange(12)).sum()),
+                                           list(tokens.shape), int(stats.nfe.sum())]
+            out[str(devices)]["shards"] = len(tokens.sharding.device_set)
         json.dump(out, sys.stdout)
     """)
     environment = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
@@ -167,6 +175,8 @@ def test_sharded_counts_are_identical_on_one_and_four_devices(tmp_path):
     assert out["None"]["devices"] == 1 and out["all"]["devices"] == 4
     assert out["None"]["tests"] == out["all"]["tests"]
     assert out["None"]["tv"] == out["all"]["tv"]
+    assert out["None"]["tokens"] == out["all"]["tokens"] and out["all"]["tokens"][2] == [10_001, 12]
+    assert out["all"]["shards"] == 4
 
 
 def test_devices_argument_is_validated():

@@ -33,6 +33,7 @@ from arprob.samplers.masked import (
     parallel_unmask,
     parallel_unmask_law,
 )
+from arprob.samplers.sharding import sample_sharded
 from arprob.samplers.spectr import (
     SpecTrCost,
     SpecTrStats,
@@ -82,6 +83,7 @@ __all__ = [
     "optimal_acceptance",
     "parallel_unmask",
     "parallel_unmask_law",
+    "sample_sharded",
     "sigma_gpt_rejection",
     "sigma_gpt_rejection_cost",
     "sigma_gpt_rejection_law",
