@@ -71,8 +71,8 @@ from jax import lax
 
 from arprob.errors import ArprobTypeError, InvalidArgumentError, ShapeError
 
-__all__ = ["TABLE_TOLERANCE", "SamplingTable", "categorical", "choose_bits", "gumbel", "quantize",
-           "quantization_bound", "sampling_table", "table_categorical"]
+__all__ = ["TABLE_TOLERANCE", "SamplingTable", "any_undecided", "categorical", "choose_bits", "gumbel",
+           "quantization_bound", "quantize", "sampling_table", "search", "table_categorical", "uniform_words"]
 
 # (unsigned word dtype, words per value, shared row word) for each noise dtype
 _LAYOUT = {
