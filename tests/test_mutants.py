@@ -82,17 +82,10 @@ def test_mutant_is_wrong_and_rejected(mutants, index):
 
 
 def _own_law_cases():
-    names = [mutant.name for mutant in catalogue()]
-    # The bfloat16 mutant's law (arprob.precision.jax_grouped_law) assumes the Gumbel noise and the
-    # sum with the logits are rounded to bfloat16, as eager JAX does; under jit, XLA's default
-    # --xla_allow_excess_precision keeps them in float32, which changes the law (ties between equal
-    # logits no longer favour the lowest index).  Measured at n = 100,000 (5 seeds): joint p from 4e-3
-    # to 5e-10, first-position marginal p from 7e-7 to 5e-11; TV between the two laws about 0.009;
-    # with XLA_FLAGS=--xla_allow_excess_precision=false the sampler matches the law.  Reported; strict,
-    # so that the fix in arprob/samplers/mutants.py shows up here as an XPASS failure.
-    broken = {"ancestral: bfloat16 Gumbel noise": "jitted bf16 sampler keeps float32 excess precision"}
-    return [pytest.param(index, marks=pytest.mark.xfail(strict=True, reason=broken[name]))
-            if name in broken else index for index, name in enumerate(names)]
+    # The bfloat16 mutant once failed this test: under jit, XLA's default --xla_allow_excess_precision
+    # kept its Gumbel noise in float32 (TV 0.009 from the eager law it claims); its sampler now makes
+    # every bfloat16 rounding explicit (lax.reduce_precision), so it is held to its law like the others.
+    return list(range(len(catalogue())))
 
 
 @pytest.mark.slow

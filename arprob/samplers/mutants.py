@@ -217,6 +217,24 @@ def _short_context_mutant() -> Mutant:
     )
 
 
+def _bfloat16_categorical(key, logits):
+    """``jax.random.categorical`` on bfloat16 logits (default mode), with every rounding made explicit.
+
+    JAX computes ``argmax(logits - log(-log(u)))`` in bfloat16: each operation in float32, rounded to
+    bfloat16 (round to nearest even).  Under ``jit``, XLA's default ``--xla_allow_excess_precision``
+    may skip those roundings, which changes the law; ``lax.reduce_precision`` on float32 values is an
+    explicit operation that XLA keeps, so this function has the eager law
+    (:func:`arprob.precision.jax_grouped_law`) whether it is jitted, fused into a larger loop, or not.
+    """
+    def rounded(x):
+        return jax.lax.reduce_precision(x, exponent_bits=8, mantissa_bits=7)
+
+    tiny = float(jnp.finfo(jnp.bfloat16).tiny)
+    uniform = jax.random.uniform(key, logits.shape, jnp.bfloat16, minval=tiny, maxval=1.0).astype(jnp.float32)
+    noise = -rounded(jnp.log(-rounded(jnp.log(uniform))))
+    return jnp.argmax(rounded(logits.astype(jnp.float32) + noise), axis=-1)
+
+
 @partial(jax.jit, static_argnames=("static", "num_samples"))
 def _ancestral_bfloat16(key, dynamic, static, num_samples: int):
     family = join_static(dynamic, static)
@@ -226,7 +244,7 @@ def _ancestral_bfloat16(key, dynamic, static, num_samples: int):
     def step(t, tokens):
         observed = jnp.broadcast_to(jnp.arange(length) < t, tokens.shape)
         logits = jax.nn.log_softmax(family(tokens, observed)[:, t], axis=-1).astype(jnp.bfloat16)
-        token = jax.random.categorical(jax.random.fold_in(key, t), logits)  # the mistake: bf16 Gumbel noise
+        token = _bfloat16_categorical(jax.random.fold_in(key, t), logits)  # the mistake: bf16 Gumbel noise
         return tokens.at[:, t].set(token.astype(jnp.int32))
 
     return jax.lax.fori_loop(0, length, step, tokens)
