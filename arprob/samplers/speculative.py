@@ -153,8 +153,29 @@ def _inverse_cdf(weights, uniform):
 
 
 def _gather_rows(values, index):
-    """``values[b, index[b]]`` for a leading batch axis."""
-    return jnp.take_along_axis(values, index[:, None, None] if values.ndim == 3 else index[:, None], axis=1)[:, 0]
+    """``values[b, index[b]]`` for a leading batch axis (a one-hot sum over the short second axis)."""
+    hit = jnp.arange(values.shape[1]) == index[:, None]
+    if values.ndim == 3:
+        return jnp.sum(jnp.where(hit[..., None], values, 0), axis=1)
+    return jnp.sum(jnp.where(hit, values, 0), axis=1)
+
+
+def row_log_probs(family, tokens, observed, index):
+    r"""``log_softmax(family(tokens, observed))`` at position ``index`` only: shape ``(..., V)``.
+
+    ``tokens`` and ``observed`` are ``(..., L)``, ``index`` is ``(...)``.  The
+    family answers every position; the row at ``index`` is taken *before*
+    normalizing, which gives the same values as normalizing all ``L`` rows
+    and taking one (``log_softmax`` works row by row) at ``1/L`` of the cost.
+    """
+    logits = family(tokens, observed)
+    row = jnp.take_along_axis(logits, index[..., None, None], axis=-2)[..., 0, :]
+    return jax.nn.log_softmax(row, axis=-1)
+
+
+def _write(tokens, positions, at, value, where):
+    """``tokens[b, at[b]] = value[b]`` where ``where[b]``: a one-hot select, not a scatter."""
+    return jnp.where((positions[None, :] == at[:, None]) & where[:, None], value[:, None], tokens)
 
 
 @partial(jax.jit, static_argnames=("target_static", "draft_static", "num_samples", "draft_length", "variant"))
@@ -166,8 +187,10 @@ def _speculative(key, target_dynamic, target_static, draft_dynamic, draft_static
     gamma = draft_length
     draft_steps = gamma + (variant.bonus == "draft")
     n = num_samples
-    rows = jnp.arange(n)
     positions = jnp.arange(length)
+    offsets = jnp.arange(gamma + 1)
+    # the residual and the bonus token are one categorical draw from logits picked per sample
+    merged_draw = variant.residual in ("normalized", "target", "swapped") and variant.bonus == "target"
 
     def round_(state):
         tokens, pos, round_index, calls, draft_calls, drafted, accepted, rejections = state
@@ -176,28 +199,25 @@ def _speculative(key, target_dynamic, target_static, draft_dynamic, draft_static
         key_round = jax.random.fold_in(key, round_index)
         key_draft, key_accept, key_residual, key_bonus = jax.random.split(key_round, 4)
 
-        # draft left to right: one draft call per token
-        draft_raw = []
+        # draft left to right: one draft call per token, only the drafted position normalized
+        draft_log_probs, draft_tokens = [], []
         for j in range(draft_steps):
             where = jnp.minimum(pos + j, length - 1)
-            log_q = jax.nn.log_softmax(draft(tokens, positions[None, :] < (pos + j)[:, None]), axis=-1)
-            q_row = log_q[rows, where]  # (n, V)
+            q_row = row_log_probs(draft, tokens, positions[None, :] < (pos + j)[:, None], where)  # (n, V)
             sampling = _top_k_mask(q_row, variant.draft_top_k) if variant.draft_top_k else q_row
             token = categorical(jax.random.fold_in(key_draft, j), sampling).astype(jnp.int32)
-            fill = active & (pos + j < length)
-            tokens = tokens.at[rows, where].set(jnp.where(fill, token, tokens[rows, where]))
-            draft_raw.append(q_row)
-        log_q = jnp.stack(draft_raw, axis=1)  # (n, steps, V)
+            tokens = _write(tokens, positions, pos + j, token, active)  # no position matches past the end
+            draft_log_probs.append(q_row)
+            draft_tokens.append(token)
+        log_q = jnp.stack(draft_log_probs, axis=1)  # (n, steps, V)
+        drafts = jnp.stack(draft_tokens[:gamma], axis=1)  # (n, gamma)
 
-        # one target call scores the gamma + 1 prefixes
-        offsets = jnp.arange(gamma + 1)
+        # one target call scores the gamma + 1 prefixes; only the scored row of each is normalized
         masks = positions[None, None, :] < (pos[:, None] + offsets[None, :])[..., None]  # (n, gamma+1, L)
-        log_p_all = jax.nn.log_softmax(target(jnp.broadcast_to(tokens[:, None, :], masks.shape), masks), axis=-1)
         where = jnp.minimum(pos[:, None] + offsets[None, :], length - 1)  # (n, gamma+1)
-        log_p = jnp.take_along_axis(log_p_all, where[..., None, None], axis=2)[:, :, 0]  # (n, gamma+1, V)
-        log_p_tilde = variant.target_power * log_p
+        log_p = row_log_probs(target, jnp.broadcast_to(tokens[:, None, :], masks.shape), masks, where)
+        log_p_tilde = variant.target_power * log_p if variant.target_power != 1.0 else log_p
 
-        drafts = jnp.take_along_axis(tokens, where[:, :gamma], axis=1)  # (n, gamma)
         log_p_draft = jnp.take_along_axis(log_p_tilde[:, :gamma], drafts[..., None], axis=-1)[..., 0]
         log_q_draft = jnp.take_along_axis(log_q[:, :gamma], drafts[..., None], axis=-1)[..., 0]
         log_ratio = log_p_draft - log_q_draft if variant.ratio == "p/q" else log_q_draft - log_p_draft
@@ -213,11 +233,11 @@ def _speculative(key, target_dynamic, target_static, draft_dynamic, draft_static
         q_at = _gather_rows(log_q, jnp.minimum(at, draft_steps - 1))
         difference = jnp.exp(p_at) - jnp.exp(q_at)
         if variant.residual == "normalized":
-            resampled = categorical(key_residual, _log_positive_part(difference))
+            residual_logits = _log_positive_part(difference)
         elif variant.residual == "target":
-            resampled = categorical(key_residual, p_at)
+            residual_logits = p_at
         elif variant.residual == "swapped":
-            resampled = categorical(key_residual, _log_positive_part(-difference))
+            residual_logits = _log_positive_part(-difference)
         elif variant.residual == "unnormalized":
             fresh = jax.random.uniform(key_residual, (n,), dtype=difference.dtype)
             resampled = _inverse_cdf(jnp.maximum(difference, 0.0), fresh)
@@ -227,15 +247,18 @@ def _speculative(key, target_dynamic, target_static, draft_dynamic, draft_static
             resampled = _inverse_cdf(normalized, _gather_rows(uniforms, jnp.minimum(at, gamma - 1)))
         else:  # "rejected_draft": the first rejected draft is kept (accepted prefix off by one)
             resampled = _gather_rows(drafts, jnp.minimum(at, gamma - 1))
-        if variant.bonus == "target":
-            bonus = categorical(key_bonus, _gather_rows(log_p_tilde, at))
-        else:  # the extra draft token at pos + gamma
-            bonus = tokens[rows, jnp.minimum(pos + at, length - 1)]
-        next_token = jnp.where(rejected, resampled, bonus).astype(jnp.int32)
+        if merged_draw:  # fresh noise, used by exactly one of the two laws: the same law as two draws
+            next_token = categorical(key_residual, jnp.where(rejected[:, None], residual_logits, p_at))
+        else:
+            if variant.residual in ("normalized", "target", "swapped"):
+                resampled = categorical(key_residual, residual_logits)
+            if variant.bonus == "target":
+                bonus = categorical(key_bonus, p_at)
+            else:  # the extra draft token at pos + gamma
+                bonus = _gather_rows(jnp.stack(draft_tokens, axis=1), jnp.minimum(at, draft_steps - 1))
+            next_token = jnp.where(rejected, resampled, bonus)
         next_position = pos + num_accepted
-        writes = active & (next_position < length)
-        safe = jnp.minimum(next_position, length - 1)
-        tokens = tokens.at[rows, safe].set(jnp.where(writes, next_token, tokens[rows, safe]))
+        tokens = _write(tokens, positions, next_position, next_token.astype(jnp.int32), active)
         new_pos = jnp.where(active, jnp.minimum(next_position + 1, length), pos).astype(jnp.int32)
 
         calls = calls + active.astype(jnp.int32)
