@@ -50,7 +50,7 @@ from arprob._random import categorical
 from arprob._validation import check_enumeration, check_positive_int
 from arprob.conditionals import join_static, split_static
 from arprob.errors import EnumerationTooLargeError, InvalidArgumentError
-from arprob.samplers.speculative import _families, _log_positive_part, prefix_log_probs
+from arprob.samplers.speculative import _families, _log_positive_part, prefix_log_probs, row_log_probs
 
 __all__ = [
     "SpecTrCost",
@@ -116,17 +116,42 @@ def _rho_numpy(p: np.ndarray, q: np.ndarray, k) -> np.ndarray:
     return np.where(at_one, 1.0, high)
 
 
-def _rho_jax(p, q, k):
-    k = jnp.broadcast_to(jnp.asarray(k, p.dtype), p.shape[:-1])
-    at_one = _feasible(p, q, jnp.ones_like(k), k, jnp)
+def _rho_jax(p, q, survivors, num_drafts: int):
+    r""":func:`_rho_numpy`'s bisection in JAX for rows ``p, q`` ``(n, V)`` and integer ``survivors`` ``(n,)``.
 
-    def halve(_, bounds):
-        low, high = bounds
+    The same 60 halvings of the same feasibility test, laid out vocabulary-major,
+    ``(V, n)``, so a row's sum over the (small) vocabulary is a few elementwise
+    adds, and with :math:`(1 - \beta)^k` as a product (``survivors`` is an
+    integer in ``0..num_drafts``) rather than a ``pow``: the same test up to
+    rounding in the last bit, at a fraction of the cost.  Any feasible :math:`\rho` gives
+    the target law (theorem 7); the bisection only picks the smallest one.
+    """
+    p, q = p.T, q.T  # (V, n)
+    k = survivors.astype(p.dtype)
+    slack = -_SLACK
+
+    def feasible(rho):
+        capped = jnp.minimum(q, p / rho)
+        beta = jnp.sum(capped, axis=0)
+        complement, power = 1.0 - beta, jnp.ones_like(beta)
+        for count in range(1, num_drafts + 1):  # power = complement ** survivors
+            power = jnp.where(survivors >= count, power * complement, power)
+        factor = jnp.where(beta > 0, (1.0 - power) / jnp.where(beta > 0, beta, 1.0), k)
+        return jnp.all(p - capped * factor >= slack, axis=0)
+
+    at_one = feasible(jnp.ones_like(k))
+
+    # Once every row's bracket is down to adjacent floats (about 53 halvings of [1, k]), the midpoint
+    # rounds to an end and the bracket stops changing: stopping there returns what 60 halvings return.
+    def halve(state):
+        index, low, high, _ = state
         middle = 0.5 * (low + high)
-        ok = _feasible(p, q, middle, k, jnp)
-        return jnp.where(ok, low, middle), jnp.where(ok, middle, high)
+        ok = feasible(middle)
+        new_low, new_high = jnp.where(ok, low, middle), jnp.where(ok, middle, high)
+        return index + 1, new_low, new_high, jnp.any((new_low != low) | (new_high != high))
 
-    _, high = jax.lax.fori_loop(0, _BISECTIONS, halve, (jnp.ones_like(k), k))
+    _, _, high, _ = jax.lax.while_loop(lambda state: (state[0] < _BISECTIONS) & state[3], halve,
+                                       (0, jnp.ones_like(k), k, True))
     return jnp.where(at_one, 1.0, high)
 
 
@@ -241,71 +266,75 @@ def _spectr(key, target_dynamic, target_static, draft_dynamic, draft_static, num
     draft = join_static(draft_dynamic, draft_static)
     length, vocab_size = target.length, target.vocab_size
     n, k, gamma = num_samples, num_drafts, draft_length
-    rows = jnp.arange(n)
     positions = jnp.arange(length)
+    drafts_axis = jnp.arange(k)
 
     def round_(state):
         tokens, pos, round_index, calls, draft_calls, accepted = state
         active = pos < length
         span = jnp.minimum(gamma, length - pos)
         key_round = jax.random.fold_in(key, round_index)
-        key_draft, key_accept, key_residual, key_bonus = jax.random.split(key_round, 4)
+        key_draft, key_accept, key_last = jax.random.split(key_round, 3)
 
-        # k drafts of gamma tokens, left to right (one batched draft call per position)
+        # k drafts of gamma tokens, left to right (one batched draft call per position); the k drafts
+        # share the round's prefix, so the first position is scored once and broadcast
         drafts = jnp.broadcast_to(tokens[:, None, :], (n, k, length))
-        log_q = []
+        log_q, drafted = [], []
         for j in range(gamma):
             where = jnp.minimum(pos + j, length - 1)
-            observed = jnp.broadcast_to((positions[None, :] < (pos + j)[:, None])[:, None, :], (n, k, length))
-            logits = jax.nn.log_softmax(draft(drafts, observed), axis=-1)
-            q_row = jnp.take_along_axis(logits, where[:, None, None, None], axis=2)[:, :, 0]  # (n, k, V)
-            token = categorical(jax.random.fold_in(key_draft, j), q_row).astype(jnp.int32)
-            drafts = drafts.at[rows, :, where].set(jnp.where(active[:, None] & (pos + j < length)[:, None],
-                                                              token, drafts[rows, :, where]))
+            if j == 0:
+                q_row = row_log_probs(draft, tokens, positions[None, :] < pos[:, None], where)
+                q_row = jnp.broadcast_to(q_row[:, None, :], (n, k, vocab_size))
+            else:
+                observed = jnp.broadcast_to((positions[None, :] < (pos + j)[:, None])[:, None, :], (n, k, length))
+                q_row = row_log_probs(draft, drafts, observed, jnp.broadcast_to(where[:, None], (n, k)))
+            token = categorical(jax.random.fold_in(key_draft, j), q_row).astype(jnp.int32)  # (n, k)
+            if j + 1 < gamma:
+                drafts = jnp.where((positions == pos[:, None, None] + j) & active[:, None, None],
+                                   token[..., None], drafts)
             log_q.append(q_row)
+            drafted.append(token)
 
-        # one target call: every draft's gamma + 1 prefixes
-        offsets = jnp.arange(gamma + 1)
-        masks = positions[None, None, None, :] < (pos[:, None, None] + offsets[None, None, :])[..., None]
-        masks = jnp.broadcast_to(masks, (n, k, gamma + 1, length))
-        log_p_all = jax.nn.log_softmax(target(jnp.broadcast_to(drafts[:, :, None, :], masks.shape), masks), axis=-1)
-        where = jnp.minimum(pos[:, None] + offsets[None, :], length - 1)  # (n, gamma+1)
-        log_p = jnp.take_along_axis(log_p_all, where[:, None, :, None, None], axis=3)[:, :, :, 0]  # (n,k,g+1,V)
-
+        # k-SEQ position by position.  The target's answers are those of the round's single call on
+        # every draft's prefixes, evaluated only for the prefix that matters (the accepted one, which
+        # all surviving drafts share); the one token not taken from a draft (the residual at the
+        # first miss, or the bonus) is drawn once at the end of the round.
         alive = jnp.broadcast_to(active[:, None], (n, k))  # (not a constant: keeps XLA from folding)
         running = active  # still accepting in this round
         count = jnp.zeros((n,), jnp.int32)
+        residual_logits = jnp.zeros((n, vocab_size), log_q[0].dtype)
+        uniforms = jax.random.uniform(key_accept, (gamma, n, k), dtype=log_q[0].dtype)
         for j in range(gamma):
             live = running & (j < span)
-            first = jnp.argmax(alive, axis=1)
-            p_row = jnp.exp(log_p[rows, first, j])  # (n, V); all alive drafts share this prefix
-            q_row = jnp.exp(log_q[j][rows, first])
+            where = jnp.minimum(pos + j, length - 1)
+            p_row = jnp.exp(row_log_probs(target, tokens, positions[None, :] < (pos + j)[:, None], where))
+            first = drafts_axis == jnp.argmax(alive, axis=1)[:, None]  # (n, k) one-hot
+            q_row = jnp.exp(jnp.sum(jnp.where(first[..., None], log_q[j], 0), axis=1))  # (n, V)
             survivors = alive.sum(axis=1)
             rho = (jnp.full((n,), fixed_rho, p_row.dtype) if fixed_rho is not None
-                   else _rho_jax(p_row, q_row, survivors))
-            candidates = jnp.take_along_axis(drafts, jnp.minimum(pos + j, length - 1)[:, None, None], axis=2)[..., 0]
+                   else _rho_jax(p_row, q_row, survivors, k))
+            candidates = drafted[j]  # (n, k)
             p_c = jnp.take_along_axis(p_row, candidates, axis=1)
             q_c = jnp.take_along_axis(q_row, candidates, axis=1)
             threshold = jnp.minimum(1.0, p_c / (rho[:, None] * q_c))
-            uniforms = jax.random.uniform(jax.random.fold_in(key_accept, j), (n, k), dtype=p_row.dtype)
-            hits = alive & (uniforms < threshold)
+            hits = alive & (uniforms[j] < threshold)
             any_hit = hits.any(axis=1)
             chosen = jnp.take_along_axis(candidates, jnp.argmax(hits, axis=1)[:, None], axis=1)[:, 0]
+            miss = live & ~any_hit
             weights, _ = _residual_weights(p_row, q_row, rho, survivors.astype(p_row.dtype), jnp)
-            residual = categorical(jax.random.fold_in(key_residual, j), _log_positive_part(weights))
-            token = jnp.where(any_hit, chosen, residual).astype(jnp.int32)
-            at = jnp.minimum(pos + j, length - 1)
-            tokens = tokens.at[rows, at].set(jnp.where(live, token, tokens[rows, at]))
-            alive = jnp.where((live & any_hit)[:, None], alive & (candidates == chosen[:, None]), alive)
-            count = count + (live & any_hit)
-            running = running & ~(live & ~any_hit)
-        # all gamma accepted and room left: bonus token from the target after the whole draft
+            residual_logits = jnp.where(miss[:, None], _log_positive_part(weights), residual_logits)
+            taken = live & any_hit
+            tokens = jnp.where((positions == pos[:, None] + j) & taken[:, None], chosen[:, None], tokens)
+            alive = jnp.where(taken[:, None], alive & (candidates == chosen[:, None]), alive)
+            count = count + taken
+            running = running & ~miss
+        # the token after the accepted ones: the residual of the miss, or (all gamma accepted) a bonus
+        # from the target after the whole draft; fresh noise used once, the same law as separate draws
         bonus_at = pos + gamma
-        wants_bonus = running & (span == gamma) & (bonus_at < length)
-        first = jnp.argmax(alive, axis=1)
-        bonus = categorical(key_bonus, log_p[rows, first, gamma]).astype(jnp.int32)
-        safe = jnp.minimum(bonus_at, length - 1)
-        tokens = tokens.at[rows, safe].set(jnp.where(wants_bonus, bonus, tokens[rows, safe]))
+        bonus_logits = row_log_probs(target, tokens, positions[None, :] < bonus_at[:, None],
+                                     jnp.minimum(bonus_at, length - 1))
+        last = categorical(key_last, jnp.where(running[:, None], bonus_logits, residual_logits)).astype(jnp.int32)
+        tokens = jnp.where((positions == pos[:, None] + count[:, None]) & active[:, None], last[:, None], tokens)
         new_pos = jnp.where(active, jnp.minimum(pos + count + 1, length), pos).astype(jnp.int32)
         calls = calls + active.astype(jnp.int32)
         draft_calls = draft_calls + jnp.where(active, span, 0).astype(jnp.int32)
