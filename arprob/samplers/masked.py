@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from arprob._enumerate import all_sequences
-from arprob._random import categorical
+from arprob._random import categorical, gumbel
 from arprob._validation import check_enumeration, check_positive_int
 from arprob.conditionals import as_conditionals, join_static, normalized_logits, split_static
 from arprob.errors import ArprobTypeError, InvalidArgumentError
@@ -107,15 +107,31 @@ def _reveal_probs(schedule: Schedule, num_steps: int) -> np.ndarray:
 
 
 # -- masked Euler / tau-leaping --------------------------------------------------------
+def _gumbel_argmax(noise, logits):
+    r"""``argmax(noise + logits - max(logits))`` over the last axis: :func:`arprob._random.categorical`'s draw.
+
+    With ``noise`` from :func:`arprob._random.gumbel` this is exactly what
+    ``categorical`` computes (theorem 13), the noise drawn ahead of time.
+    """
+    return jnp.argmax(noise + (logits - jnp.max(logits, axis=-1, keepdims=True)), axis=-1)
+
+
 @partial(jax.jit, static_argnames=("static", "num_samples", "cache", "invalidate"))
 def _masked_euler(key, dynamic, static, reveal_probs, num_samples: int, cache: bool, invalidate: bool = True):
     # invalidate=False is the stale-cache mutant (arprob.samplers.mutants): the cache is never marked stale
     # after a reveal, so every token is drawn from the first call's logits
+    #
+    # Every position is revealed exactly once, so its token needs one Gumbel vector, drawn here for all
+    # positions at once: the vector of position i is used only at i's reveal step, and is independent of
+    # the reveal steps and of every other position's noise (hence of the logits at that step), so the
+    # token has the categorical law of those logits, as with a fresh categorical draw per step; the
+    # per-step work is the family call, an add and an argmax instead of L fresh Gumbel vectors.
     family = join_static(dynamic, static)
     length, vocab_size = family.length, family.vocab_size
     key_reveal, key_tokens = jax.random.split(key)
     tokens = jnp.full((num_samples, length), vocab_size, jnp.int32)
     float_dtype = jnp.result_type(float)
+    noise = gumbel(key_tokens, (num_samples, length, vocab_size), float_dtype)
     logits = jnp.zeros((num_samples, length, vocab_size), float_dtype)
     stale = jnp.ones((num_samples,), bool)  # the cached logits do not describe the current tokens
     nfe = jnp.zeros((num_samples,), jnp.int32)
@@ -132,7 +148,7 @@ def _masked_euler(key, dynamic, static, reveal_probs, num_samples: int, cache: b
             call = jnp.ones((num_samples,), bool)
             logits = family(tokens, ~masked).astype(float_dtype)
         reveal = masked & (jax.random.uniform(jax.random.fold_in(key_reveal, j), masked.shape) < reveal_probs[j])
-        drawn = categorical(jax.random.fold_in(key_tokens, j), logits).astype(jnp.int32)
+        drawn = _gumbel_argmax(noise, logits).astype(jnp.int32)
         tokens = jnp.where(reveal, drawn, tokens)
         stale = jnp.where(call, False, stale) | (reveal.any(axis=-1) & invalidate)
         return tokens, logits, stale, nfe + call.astype(jnp.int32)
