@@ -119,12 +119,19 @@ def _hmm_constrained():
     return sampler, TabularJoint(probs=law.reshape((3,) * 4))
 
 
-def _sampler_case(label: str, model_name: str, claim: str, sample, law) -> Case:
-    """A case whose sampler is ``sample(key, model, n)`` and whose law is ``law(model)``."""
+def _sampler_case(label: str, model_name: str, claim: str, sample, law, draft=None) -> Case:
+    """A case whose sampler is ``sample(key, model, n)`` and whose law is ``law(model)``.
+
+    With ``draft`` (a builder), both take the draft model as a last argument.  Models are built
+    once, in ``make``, outside the sampler: ``check`` traces the sampler, and a model built inside
+    the trace would hold tracers (no tabulated conditionals, no concrete checks).
+    """
 
     def make():
         model = _models()[model_name]()
-        return Sampler(lambda key, n: sample(key, model, n), law=lambda: law(model), name=label), model
+        extra = () if draft is None else (draft(),)
+        return Sampler(lambda key, n: sample(key, model, n, *extra), law=lambda: law(model, *extra),
+                       name=label), model
 
     return Case(label, model_name, claim, make)
 
@@ -172,11 +179,11 @@ def _decoding_cases() -> list[Case]:
     for model_name, draft in _drafts().items():
         rows += [
             _sampler_case("speculative (draft 3)", model_name, "exact",
-                          lambda key, m, n, d=draft: speculative(key, m, d(), n, 3),
-                          lambda m, d=draft: speculative_law(m, d(), 3)),
+                          lambda key, m, n, d: speculative(key, m, d, n, 3),
+                          lambda m, d: speculative_law(m, d, 3), draft=draft),
             _sampler_case("SpecTr (3 drafts of 2)", model_name, "exact",
-                          lambda key, m, n, d=draft: spectr(key, m, d(), n, 3, 2),
-                          lambda m, d=draft: spectr_law(m, d(), 3, 2)),
+                          lambda key, m, n, d: spectr(key, m, d, n, 3, 2),
+                          lambda m, d: spectr_law(m, d, 3, 2), draft=draft),
             _sampler_case("any-subset speculative (k=3)", model_name, "exact",
                           lambda key, m, n: any_subset_speculative(key, m, n, 3),
                           lambda m: any_subset_speculative_law(m, 3)),
