@@ -123,19 +123,25 @@ class SigmaGPTStats(NamedTuple):
 _CHUNK_ROWS = 8192
 
 
-def _log_probs(family, tokens, observed):
-    """``log_softmax`` of the family's answer on any batch shape (flattened, chunked for the call)."""
+def _log_probs(family, tokens, observed, index=None):
+    """``log_softmax`` of the family's answer on any batch shape (flattened, chunked for the call).
+
+    With ``index`` (the batch shape of ``tokens`` plus a trailing axis of ``m`` positions), only the
+    rows at those positions, ``(..., m, V)``, are taken from the answer and normalized: the same
+    values as normalizing all ``L`` rows and taking ``m`` (``log_softmax`` works row by row).
+    """
     length = tokens.shape[-1]
     batch = tokens.shape[:-1]
     tokens, observed = tokens.reshape(-1, length), observed.reshape(-1, length)
+    rows = (tokens, observed) if index is None else (tokens, observed, index.reshape(tokens.shape[0], -1))
 
     def answer(rows):
-        return jax.nn.log_softmax(family(*rows).astype(jnp.result_type(float)), axis=-1)
+        logits = family(rows[0], rows[1])
+        if index is not None:
+            logits = jnp.take_along_axis(logits, rows[2][..., None], axis=-2)
+        return jax.nn.log_softmax(logits.astype(jnp.result_type(float)), axis=-1)
 
-    if tokens.shape[0] > _CHUNK_ROWS:
-        logits = jax.lax.map(answer, (tokens, observed), batch_size=_CHUNK_ROWS)
-    else:
-        logits = answer((tokens, observed))
+    logits = jax.lax.map(answer, rows, batch_size=_CHUNK_ROWS) if tokens.shape[0] > _CHUNK_ROWS else answer(rows)
     return logits.reshape(batch + logits.shape[-2:])
 
 
@@ -183,24 +189,25 @@ def _any_subset_speculative(key, dynamic, static, order, random_order, num_sampl
         active = revealed < length
         width = jnp.clip(length - revealed, 1, k)  # k'
         observed = rank < revealed[:, None]
-        log_q = _log_probs(family, tokens, observed)  # (n, L, V): the draft call
-        draft = categorical(key_draft, log_q).astype(jnp.int32)  # (n, L), independent given x_{σ(<t)}
-        filled = jnp.where(observed, tokens, draft)
         positions = orders[rows, jnp.minimum(revealed[:, None] + steps, length - 1)]  # (n, k): σ(t+i)
-        log_q_at = log_q[rows, positions]  # (n, k, V)
+        # the draft call; only the k positions of the round are drafted (the others would never be read)
+        log_q_at = _log_probs(family, tokens, observed, positions)  # (n, k, V)
+        drafts = categorical(key_draft, log_q_at).astype(jnp.int32)  # (n, k), independent given x_{σ(<t)}
+        new_rank = rank - revealed[:, None]  # the step of the round at which each position is revealed
+        drafted_here = jnp.sum(jnp.where(new_rank[:, None, :] == steps[None, :, None], drafts[..., None], 0),
+                               axis=1).astype(jnp.int32)
         if k > 1:  # the verify call: masks σ(<t+i), i = 1..k-1, in one batched call
+            filled = jnp.where(observed, tokens, drafted_here)
             bounds = revealed[:, None] + steps[1:]  # (n, k-1)
             verify_observed = rank[:, None, :] < bounds[:, :, None]  # (n, k-1, L)
             verify_tokens = jnp.where(verify_observed, filled[:, None, :], vocab_size)
-            log_p_rest = _log_probs(family, verify_tokens, verify_observed)  # (n, k-1, L, V)
-            log_p_rest = log_p_rest[rows, steps[None, 1:], positions[:, 1:]]  # (n, k-1, V)
-            log_p_at = jnp.concatenate([log_q_at[:, :1], log_p_rest], axis=1)  # p_0 = q_0
+            log_p_rest = _log_probs(family, verify_tokens, verify_observed, positions[:, 1:, None])  # (n, k-1, 1, V)
+            log_p_at = jnp.concatenate([log_q_at[:, :1], log_p_rest[:, :, 0]], axis=1)  # p_0 = q_0
         else:
             log_p_at = log_q_at
-        drafts = draft[rows, positions]  # (n, k)
         log_ratio = (jnp.take_along_axis(log_p_at, drafts[..., None], axis=-1)
                      - jnp.take_along_axis(log_q_at, drafts[..., None], axis=-1))[..., 0]
-        uniforms = jax.random.uniform(key_accept, (num_samples, k), dtype=log_q.dtype)
+        uniforms = jax.random.uniform(key_accept, (num_samples, k), dtype=log_q_at.dtype)
         accept = (jnp.log(uniforms) < log_ratio) | (steps == 0)
         rejected = ~accept & (steps < width[:, None])
         prefix = jnp.where(rejected.any(axis=1), jnp.argmax(rejected, axis=1), width).astype(jnp.int32)  # m
@@ -208,8 +215,7 @@ def _any_subset_speculative(key, dynamic, static, order, random_order, num_sampl
         at = jnp.minimum(prefix, k - 1)[:, None]
         residual = _residual_logits(log_p_at[rows, at][:, 0], log_q_at[rows, at][:, 0])  # (n, V)
         replacement = categorical(key_residual, residual).astype(jnp.int32)
-        new_rank = rank - revealed[:, None]
-        update = jnp.where((new_rank >= 0) & (new_rank < prefix[:, None]), draft, tokens)
+        update = jnp.where((new_rank >= 0) & (new_rank < prefix[:, None]), drafted_here, tokens)
         update = jnp.where(stopped[:, None] & (new_rank == prefix[:, None]), replacement[:, None], update)
         tokens = jnp.where(active[:, None], update, tokens)
         advance = jnp.where(stopped, prefix + 1, width)
@@ -433,9 +439,9 @@ def _sigma_gpt_rejection(key, dynamic, static, residual, num_samples: int, num_o
         if length > 1:  # the verify call: for every order and j = 1..L-1, the mask x_S ∪ d_{o(<j)}
             verify_observed = observed[:, None, None, :] | (rank[:, :, None, :] < steps[None, None, 1:, None])
             verify_tokens = jnp.where(verify_observed, filled[:, None, None, :], vocab_size)
-            log_p = _log_probs(family, verify_tokens, verify_observed)  # (n, N, L-1, L, V)
-            sample_index, order_index = rows[:, None, None], jnp.arange(num_orders)[None, :, None]
-            log_p_at = log_p[sample_index, order_index, steps[None, None, :-1], orders[:, :, 1:]]  # (n, N, L-1, V)
+            # only the row scored at each mask, o(j), is taken from the answer and normalized
+            log_p_at = _log_probs(family, verify_tokens, verify_observed, orders[:, :, 1:, None])[..., 0, :]
+            sample_index = rows[:, None, None]
             log_q_at = log_q[sample_index, orders[:, :, 1:]]  # (n, N, L-1, V)
             drafts = filled[sample_index, orders[:, :, 1:]][..., None]
             log_ratio = (jnp.take_along_axis(log_p_at, drafts, -1)
