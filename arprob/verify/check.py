@@ -64,7 +64,9 @@ from arprob.verify.projections import (
     Test,
     auto_tests,
     batch_counter,
+    calibration_test,
     cells_of,
+    float_size_of,
     parse_tests,
     target_probs,
 )
@@ -247,7 +249,7 @@ def check(sampler, target, *, alpha: float = 1e-4, power: float = 0.99, deviatio
 
     support = "log_prob" if exact else ("conditionals" if reference is None else None)
     counter_fn = batch_counter(model, counters, vocab_size, length, support=support)
-    float_sizes = tuple(sizes[c] if c[0] == "calibration" else None for c in counters)
+    float_sizes = tuple(float_size_of(Test("", *c), vocab_size, length) for c in counters)
     shapes = (tuple(sizes[c] for c in counters), float_sizes)
     increments = length if any(c[0] in ("pit", "calibration") for c in counters) else 1
     per_sample_bytes = 8.0 * length * (vocab_size if not exact or "pit" in {c[0] for c in counters} else 1) * 4
@@ -285,11 +287,13 @@ def check(sampler, target, *, alpha: float = 1e-4, power: float = 0.99, deviatio
                                         observed=observed, expected=reference_counts[test.counter].astype(float)))
             continue
         if test.kind == "calibration":
-            expected = floats[test.counter]
-            target_probs_ = expected / max(expected.sum(), 1e-300)
+            value, df, p_value, expected = calibration_test(observed, floats[test.counter], length)
+            outcomes.append(TestOutcome(test.name, "calibration", "covariance", value, df, p_value,
+                                        method="chi-square with the exact covariance of independent, non-identical "
+                                               "trials (expectations from the samples' prefixes)",
+                                        observed=observed, expected=expected))
+            continue
         value, df, p_value, method, hit_cells = _test_counts(observed, target_probs_, test.statistic)
-        if test.kind == "calibration":
-            method += " (expected counts from the samples' prefixes; conservative)"
         width = length if test.positions is None else len(test.positions)
         for cell in hit_cells[:10]:
             if test.kind == "cells":

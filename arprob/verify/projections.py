@@ -23,14 +23,18 @@ cells, and compares the cell counts with their expectation under the target:
 * ``calibration``: per position :math:`t`, the bin of :math:`p_t(x_t)`, the
   target's probability of the token that was drawn, on the fixed edges
   ``CALIBRATION_EDGES``.  Given the prefix, the bin is a categorical draw with
-  known probabilities :math:`\pi_{t,b} = \sum_v p_t(v)\,[p_t(v) \in b]`, so the
-  expected count of cell :math:`(t, b)` is the sum of :math:`\pi_{t,b}` over
-  the samples (computed from the samples' own prefixes).  The counts are sums
-  of independent, non-identical categorical trials; their covariance
-  :math:`\sum_i (\mathrm{diag}\,\pi_i - \pi_i \pi_i^\top)` is below the
-  multinomial covariance of the average law in the Loewner order, so the
-  Pearson statistic referred to the chi-square tail is conservative (its
-  false-alarm rate is at most the nominal level).
+  known probabilities :math:`\pi_{i,t} = (\sum_v p_t(v)\,[p_t(v) \in b])_b`
+  for sample :math:`i`, so the counts :math:`O_t` of position :math:`t` are a
+  sum of independent, non-identical categorical trials with mean
+  :math:`E_t = \sum_i \pi_{i,t}` and covariance
+  :math:`C_t = \sum_i (\mathrm{diag}\,\pi_{i,t} - \pi_{i,t}\pi_{i,t}^\top)`,
+  both accumulated from the samples' own prefixes.  The statistic
+  :math:`\sum_t (O_t - E_t)^\top C_t^{+} (O_t - E_t)` (bins expecting fewer
+  than 5 samples pooled per position; one bin dropped, since both sides sum to
+  :math:`n`) is asymptotically :math:`\chi^2` with :math:`\sum_t (G_t - 1)`
+  degrees of freedom by the multivariate Lindeberg CLT, with no
+  identical-distribution assumption (a plain Pearson statistic with
+  :math:`E_t` would be conservative here, its variance being too large).
 
 Every test also feeds the *support check*: a sample with target probability
 zero fails the check outright, whatever tests were asked for.
@@ -54,7 +58,8 @@ from arprob._enumerate import all_sequences
 from arprob.errors import InvalidArgumentError
 from arprob.verify.gof import projected_law
 
-__all__ = ["PIT_BINS", "CALIBRATION_EDGES", "Test", "auto_tests", "batch_counter", "cells_of", "target_probs"]
+__all__ = ["PIT_BINS", "CALIBRATION_EDGES", "Test", "auto_tests", "batch_counter", "calibration_test", "cells_of",
+           "float_size_of", "target_probs"]
 
 PIT_BINS = 20
 # Edges of the calibration bins on the target's probability of the drawn token.
@@ -93,6 +98,14 @@ def cells_of(test: Test, vocab_size: int, length: int) -> int:
         return length * (len(CALIBRATION_EDGES) - 1)
     width = length if test.positions is None else len(test.positions)
     return vocab_size**width
+
+
+def float_size_of(test: Test, vocab_size: int, length: int) -> int | None:
+    """Size of a counter's float accumulator: calibration's means and second moments, else None."""
+    if test.kind != "calibration":
+        return None
+    bins = len(CALIBRATION_EDGES) - 1
+    return length * bins * (bins + 1)
 
 
 def _log_cells(vocab_size: int, width: int) -> float:
@@ -329,7 +342,10 @@ def batch_counter(model, counters: tuple, vocab_size: int, length: int, *, suppo
                 cells = jnp.arange(length)[None, :] * num_bins + _calibration_bins(chosen)  # (n, L)
                 counts.append(jnp.zeros(length * num_bins, jnp.int32).at[cells.reshape(-1)].add(
                     jnp.repeat(weights, length)))
-                floats.append(jnp.einsum("n,nlb->lb", weights.astype(masses.dtype), masses).reshape(-1))
+                weighted = masses * weights.astype(masses.dtype)[:, None, None]
+                means = jnp.sum(weighted, axis=0).reshape(-1)  # (L * B,)
+                moments = jnp.einsum("nlb,nlc->lbc", weighted, masses).reshape(-1)  # (L * B * B,)
+                floats.append(jnp.concatenate([means, moments]))
         if support == "log_prob":
             impossible = ~(model.log_prob(safe) > -jnp.inf)
         elif support == "joint":
@@ -344,3 +360,43 @@ def batch_counter(model, counters: tuple, vocab_size: int, length: int, *, suppo
                 jnp.sum(impossible).astype(jnp.int32), example.astype(jnp.int32))
 
     return count
+
+
+def calibration_test(observed, floats, length: int, min_expected: float = 5.0):
+    """The calibration statistic from the counts and the accumulated means and second moments.
+
+    Returns ``(value, df, p_value, expected)``; see the module docstring.
+    """
+    from scipy import stats
+
+    bins = len(CALIBRATION_EDGES) - 1
+    observed = np.asarray(observed, np.float64).reshape(length, bins)
+    means = np.asarray(floats[: length * bins], np.float64).reshape(length, bins)
+    moments = np.asarray(floats[length * bins:], np.float64).reshape(length, bins, bins)
+    value, df = 0.0, 0
+    for t in range(length):
+        order = np.argsort(means[t], kind="stable")
+        groups = np.empty(bins, np.int64)
+        group, running = 0, 0.0
+        for bin_ in order:  # pool the smallest bins until each group expects min_expected
+            groups[bin_] = group
+            running += means[t, bin_]
+            if running >= min_expected:
+                group, running = group + 1, 0.0
+        if running > 0 and group > 0:
+            groups[groups == group] = group - 1
+        num_groups = int(groups.max()) + 1
+        if num_groups < 2:
+            continue
+        pool = np.zeros((num_groups, bins))
+        pool[groups, np.arange(bins)] = 1.0
+        covariance = pool @ (np.diag(means[t]) - moments[t]) @ pool.T
+        difference = pool @ (observed[t] - means[t])
+        kept = slice(0, num_groups - 1)  # both sides sum to n: drop one group
+        inverse = np.linalg.pinv(covariance[kept, kept], hermitian=True)
+        rank = np.linalg.matrix_rank(covariance[kept, kept], hermitian=True)
+        value += float(difference[kept] @ inverse @ difference[kept])
+        df += int(rank)
+    if df < 1:
+        return 0.0, 0, 1.0, means.reshape(-1)
+    return value, df, float(stats.chi2.sf(value, df)), means.reshape(-1)
