@@ -101,7 +101,7 @@ def holm(p_values) -> np.ndarray:
     return adjusted
 
 
-def _check_level(owner: str, name: str, value, low_open=True):
+def _check_level(owner: str, name: str, value):
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
         raise ArprobTypeError(f"{owner}: {name} must be a number in (0, 1), got {value!r}")
     if not 0 < float(value) < 1:
@@ -252,7 +252,9 @@ def check(sampler, target, *, alpha: float = 1e-4, power: float = 0.99, deviatio
     float_sizes = tuple(float_size_of(Test("", *c), vocab_size, length) for c in counters)
     shapes = (tuple(sizes[c] for c in counters), float_sizes)
     increments = length if any(c[0] in ("pit", "calibration") for c in counters) else 1
-    per_sample_bytes = 8.0 * length * (vocab_size if not exact or "pit" in {c[0] for c in counters} else 1) * 4
+    # the counters' temporaries: a few (L, V) float arrays per sample when conditionals are evaluated
+    evaluates_rows = not exact or any(c[0] in ("pit", "calibration") for c in counters)
+    per_sample_bytes = 8.0 * length * (vocab_size if evaluates_rows else 1) * 4
     if batch_size is None:
         batch_size = choose_batch_size(num_samples, per_sample_bytes)
     batch_size = check_positive_int(owner, "batch_size", batch_size)
