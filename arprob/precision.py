@@ -243,7 +243,13 @@ def _sort(logits: np.ndarray):
 
 
 def _clamped_law_rows(flat: np.ndarray, cap: float, floor: float) -> np.ndarray:
-    """:func:`clamped_gumbel_law` on rows ``(R, V)``."""
+    """:func:`clamped_gumbel_law` on rows ``(R, V)``.
+
+    The logits are shifted by their maximum *before* sorting, as the samplers shift them before
+    adding the noise: two logits that the shift makes equal (``1e-235`` and ``0`` below a maximum
+    of ``1``) are then tied, and ties go to the first index, consistently in every term.
+    """
+    flat = flat - np.max(flat, axis=-1, keepdims=True)
     ordered, order = _sort(flat)
     law = np.empty_like(ordered)
     np.put_along_axis(law, order, _clamped_law_sorted(ordered, order, cap, floor), axis=1)
