@@ -32,6 +32,13 @@ For an observed record :math:`y_{0:T-1}` (last modelled step :math:`T-1`) and a 
 
   Both work for any transition matrix (the first hitting time of :math:`F`); for a left-to-right chain
   it is the time of the first passage to :math:`\theta`.
+
+Bad input follows the convention of :mod:`arprob.inference.hmm`: a NaN in a row of ``y`` marks that
+observation missing (exactly ``mask=False`` there), ``±inf`` is refused, and a record of probability zero
+(a ``log_prior`` that no state path allowed by the transitions satisfies) raises
+:class:`~arprob.errors.ZeroProbabilityError`, since every answer here conditions on it.  Horizons and
+sample counts are checked against the memory and work they need before anything runs
+(``rul_distribution(..., max_horizon=10**9)`` is refused).
 """
 
 from __future__ import annotations
@@ -45,8 +52,8 @@ import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
 from arprob._random import categorical
-from arprob._validation import check_positive_int
-from arprob.errors import ArprobTypeError, InvalidArgumentError, ShapeError
+from arprob._validation import check_int, check_key, check_memory, check_work, is_concrete
+from arprob.errors import ArprobTypeError, InvalidArgumentError, ShapeError, ZeroProbabilityError
 
 __all__ = [
     "DegradationLevel",
@@ -87,9 +94,17 @@ class RULDistribution(NamedTuple):
 
         A tolerance of :math:`10^{-12}` absorbs the rounding of the cumulative sums.
         """
-        levels = np.asarray(q, dtype=np.float64)
+        owner = "RULDistribution.quantile"
+        if q is None or isinstance(q, (str, bytes, bool, np.bool_)):
+            raise ArprobTypeError(f"{owner}: q must be a probability level in (0, 1] (or an array of them), got "
+                                  f"{type(q).__name__} {q!r}")
+        try:
+            levels = np.asarray(q, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ArprobTypeError(f"{owner}: q must be a probability level in (0, 1] (or an array of them), got "
+                                  f"{type(q).__name__} {q!r}") from None
         if np.any((levels <= 0) | (levels > 1)) or not np.all(np.isfinite(levels)):
-            raise InvalidArgumentError(f"RULDistribution.quantile: q must lie in (0, 1], got {q!r}")
+            raise InvalidArgumentError(f"{owner}: q must lie in (0, 1], got {q!r} (0.5 is the median)")
         cdf = self.cdf()
         index = np.searchsorted(cdf, levels - 1e-12, side="left")
         return np.where(index < cdf.size, index, np.inf).astype(np.float64)
@@ -112,9 +127,7 @@ def _check_model(owner, model):
 
 
 def _check_threshold(owner, model, threshold_state):
-    if isinstance(threshold_state, bool) or not isinstance(threshold_state, (int, np.integer)):
-        raise ArprobTypeError(f"{owner}: threshold_state must be an int, got {type(threshold_state).__name__} "
-                              f"({threshold_state!r})")
+    threshold_state = check_int(owner, "threshold_state", threshold_state)
     if not 1 <= threshold_state <= model.num_states - 1:
         raise InvalidArgumentError(f"{owner}: threshold_state={threshold_state} is out of range, expected "
                                    f"1 <= threshold_state <= K - 1 = {model.num_states - 1} (states >= threshold_state "
@@ -123,19 +136,27 @@ def _check_threshold(owner, model, threshold_state):
 
 
 def _last_filtered(owner, model, y, log_prior, mask, length):
-    r""":math:`p(z_{T-1} \mid y_{0:T-1})`, the filtered law at the last (valid) modelled step."""
-    if length is None:
-        return model.filter(y, log_prior=log_prior, mask=mask).filtered_probs[-1]
-    y = model._single(y)  # the ARHMM's own shape checks
+    r""":math:`p(z_{T-1} \mid y_{0:T-1})`, the filtered law at the last (valid) modelled step.
+
+    NaN rows of ``y`` are missing observations (the ARHMM's convention); a record of probability zero
+    (``log_prior`` that no path satisfies) raises :class:`~arprob.errors.ZeroProbabilityError` on concrete
+    input, since the RUL conditions on it.
+    """
+    y = model._single(owner, y)  # the ARHMM's own checks, in the name of owner
     total = y.shape[0]
-    if isinstance(length, bool) or not isinstance(length, (int, np.integer)):
-        raise ArprobTypeError(f"{owner}: length must be an int (valid rows of y, history included), got "
-                              f"{type(length).__name__} ({length!r})")
-    if not model.num_lags < length <= total:
-        raise InvalidArgumentError(f"{owner}: length={length} is out of range, expected num_lags < length <= T, "
-                                   f"i.e. {model.num_lags} < length <= {total} (rows of y)")
-    y, log_prior, mask = model._per_step(y, log_prior, mask)
-    return _filtered_at(model, y, log_prior, mask, jnp.asarray(length - model.num_lags))
+    if length is None:
+        length = total
+    length = check_int(owner, "length", length, minimum=model.num_lags + 1, maximum=total,
+                       fix=f"length counts the valid rows of y, history included: num_lags < length <= T, i.e. "
+                           f"{model.num_lags} < length <= {total}")
+    y, log_prior, mask = model._one_sequence(owner, y, log_prior, mask)
+    filtered = _filtered_at(model, y, log_prior, mask, jnp.asarray(length - model.num_lags))
+    if is_concrete(filtered) and not float(jnp.sum(filtered)) > 0:
+        raise ZeroProbabilityError(
+            f"{owner}: the record has probability zero under the model (log-likelihood -inf: log_prior forbids "
+            "every state path the transitions allow), so there is no filtered law to start the remaining life "
+            "from; check log_prior against the model's transition_probs (a left-to-right chain cannot go back)")
+    return filtered
 
 
 @jax.jit
@@ -179,23 +200,47 @@ def degradation_level(model, y: Float[Array, "T D"], *, levels=None, log_prior=N
     """
     owner = "degradation_level"
     _check_model(owner, model)
+    from arprob.distributions.arhmm import _real
+    from arprob.inference.hmm import hmm_smoother
+
     if levels is None:
         levels = jnp.arange(model.num_states, dtype=model.biases.dtype)
     else:
-        levels = jnp.asarray(levels)
+        levels = _real(owner, "levels", levels, "levels (one real number per state)")
         if levels.shape != (model.num_states,):
             raise ShapeError(f"{owner}: levels has shape {levels.shape}, expected (K,) = ({model.num_states},), "
                              "one level per state")
-        if not jnp.issubdtype(levels.dtype, jnp.floating) and not jnp.issubdtype(levels.dtype, jnp.integer):
-            raise ArprobTypeError(f"{owner}: levels has dtype {levels.dtype}, expected real numbers")
-        if not np.all(np.isfinite(np.asarray(levels, dtype=np.float64))):
+        if is_concrete(levels) and not np.all(np.isfinite(np.asarray(levels, dtype=np.float64))):
             raise InvalidArgumentError(f"{owner}: levels must be finite, got {np.asarray(levels)}")
         levels = levels.astype(model.biases.dtype)
-    result = model.smooth(y, log_prior=log_prior, mask=mask)
+    args, kwargs = model._kernel_args(owner, y, log_prior, mask)
+    result = hmm_smoother(*args, **kwargs)
+    if is_concrete(result.log_likelihood) and not float(result.log_likelihood) > -np.inf:
+        raise ZeroProbabilityError(
+            f"{owner}: the record has probability zero under the model (log-likelihood -inf: log_prior forbids "
+            "every state path the transitions allow), so no degradation level is defined; check log_prior "
+            "against the model's transition_probs")
     return DegradationLevel(result.filtered_probs @ levels, result.smoothed_probs @ levels)
 
 
 # ------------------------------------------------------------------------------------- RUL by simulation
+
+#: Cost of one step of a sequential loop (``lax.scan``), in elementary operations, for the work estimates
+#: (:func:`~arprob._validation.check_work`, limit 10^13).  A loop iteration costs from ~20 ns (CPU, the
+#: exact RUL recursion at K = 3: 0.018 s for 10^6 steps) to ~10 us (an accelerator's loop overhead);
+#: counting 10^4 operations per step caps a call at about 10^9 sequential steps (hours on an accelerator).
+_STEP_COST = 10**4
+
+
+def _check_simulation_cost(owner, num_states, num_samples, max_horizon):
+    """Refuse simulations that would not fit in memory or finish (sizes only, before anything runs)."""
+    fix = "use fewer samples or a smaller max_horizon (draws beyond it are returned as censored)"
+    # per step one key (2 words), per sample its state, hit flag and time, and per draw K Gumbel values
+    check_memory(owner, f"simulating num_samples={num_samples:,} chains over max_horizon={max_horizon:,} steps",
+                 (float(max_horizon) * 2 + float(num_samples) * (num_states + 3),), itemsize=8, fix=fix)
+    check_work(owner, f"simulating num_samples={num_samples:,} chains over max_horizon={max_horizon:,} steps",
+               float(max_horizon) * (float(num_samples) * num_states * 10 + _STEP_COST), fix=fix)
+
 
 
 @partial(jax.jit, static_argnames=("num_samples", "max_horizon"))
@@ -256,10 +301,12 @@ def time_to_threshold(key, model, y: Float[Array, "T D"], threshold_state: int, 
         (``times`` is then ``H``).
     """
     owner = "time_to_threshold"
+    check_key(owner, key)
     _check_model(owner, model)
     threshold_state = _check_threshold(owner, model, threshold_state)
-    num_samples = check_positive_int(owner, "num_samples", num_samples)
-    max_horizon = check_positive_int(owner, "max_horizon", max_horizon)
+    num_samples = check_int(owner, "num_samples", num_samples, minimum=1)
+    max_horizon = check_int(owner, "max_horizon", max_horizon, minimum=1)
+    _check_simulation_cost(owner, model.num_states, num_samples, max_horizon)
     state_probs = _last_filtered(owner, model, y, log_prior, mask, length)
     times, censored = _simulate_hitting_times(key, state_probs, model.transition_probs, threshold_state,
                                               num_samples=num_samples, max_horizon=max_horizon)
@@ -315,7 +362,14 @@ def rul_distribution(model, y: Float[Array, "T D"], threshold_state: int, max_ho
     owner = "rul_distribution"
     _check_model(owner, model)
     threshold_state = _check_threshold(owner, model, threshold_state)
-    max_horizon = check_positive_int(owner, "max_horizon", max_horizon)
+    max_horizon = check_int(owner, "max_horizon", max_horizon, minimum=1)
+    # the law (H + 1 float64 values, the scan's stacked outputs and the concatenated copy) and H sequential
+    # steps of a K x K product
+    check_memory(owner, f"the law up to max_horizon={max_horizon:,}", (max_horizon + 1, 3), itemsize=8,
+                 fix="use a smaller max_horizon (P(R > max_horizon) is returned as censored_prob)")
+    check_work(owner, f"the recursion over max_horizon={max_horizon:,} sequential steps",
+               float(max_horizon) * (model.num_states**2 + _STEP_COST),
+               fix="use a smaller max_horizon (P(R > max_horizon) is returned as censored_prob)")
     state_probs = _last_filtered(owner, model, y, log_prior, mask, length)
     probs, censored = _hitting_time_law(state_probs, model.transition_probs, threshold_state,
                                         max_horizon=max_horizon)

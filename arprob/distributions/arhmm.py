@@ -22,7 +22,11 @@ Conventions (fixed, tested in ``tests/test_arhmm.py``):
 * every per-step output (filtered/smoothed probabilities, Viterbi paths) has ``T - p`` rows, row ``i``
   referring to the modelled step :math:`t = p + i`; the per-step inputs ``log_prior`` and ``mask`` take
   that alignment too, or the data's ``T`` rows (the first ``p`` rows of ``log_prior`` ignored; a ``T``-row
-  ``mask`` marks missing observations, as in :func:`~arprob.fit_em`).
+  ``mask`` marks missing observations, as in :func:`~arprob.fit_em`);
+* a NaN anywhere in a row of the observations marks that observation missing, exactly as ``mask=False``
+  at that row in the data alignment (every term that involves it is dropped; works under ``jit``);
+  ``±inf`` observations are refused.  ``-inf`` in ``log_prior`` forbids a state; a prior that forbids every
+  path gives ``log_prob = -inf`` (the convention of :mod:`arprob.inference.hmm` for impossible evidence).
 
 The emission log-densities are Gaussian log-densities computed with the Cholesky factors of the
 :math:`Q_k`; everything else is done by the kernels of :mod:`arprob.inference.hmm` (compensated sums,
@@ -46,14 +50,23 @@ from jaxtyping import Array, Float, Int
 from numpyro.distributions import Distribution, constraints
 
 from arprob._random import categorical
-from arprob._validation import check_positive_int, check_probs, is_concrete
+from arprob._validation import (
+    _show,
+    check_int,
+    check_key,
+    check_memory,
+    check_probs,
+    check_sample_shape,
+    is_concrete,
+)
 from arprob.errors import ArprobTypeError, InvalidArgumentError, ShapeError
 from arprob.inference.hmm import (
     FilterResult,
     SmootherResult,
+    _check_log_potentials,
+    _posterior_sample,
     hmm_filter,
     hmm_log_likelihood,
-    hmm_posterior_sample,
     hmm_smoother,
     hmm_viterbi,
 )
@@ -82,7 +95,18 @@ def stationary_distribution(transition_probs: Float[Array, "K K"]) -> Float[Arra
     singular system (no unique stationary law) raises :class:`~arprob.errors.InvalidArgumentError`;
     round-off negatives (:math:`\sim 10^{-16}`) are clipped to 0 and the result renormalised.
     """
-    transition = jnp.asarray(transition_probs)
+    owner = "stationary_distribution"
+    transition = _real(owner, "transition_probs", transition_probs, "transition probabilities")
+    if transition.ndim != 2 or transition.shape[0] != transition.shape[1] or transition.shape[0] < 1:
+        raise ShapeError(f"{owner}: transition_probs has shape {transition.shape}, expected (K, K) (square, "
+                         "row i the law of the next state after state i)")
+    transition = transition.astype(jnp.result_type(transition, float))
+    check_probs(owner, "transition_probs", transition)
+    return _stationary(owner, transition, "pass a transition matrix with one closed communicating class")
+
+
+def _stationary(owner, transition, fix):
+    """The stationary law of a validated stochastic matrix; errors in the name of ``owner``."""
     num_states = transition.shape[-1]
     system = jnp.eye(num_states, dtype=transition.dtype) - transition + 1.0
     if is_concrete(transition):
@@ -90,13 +114,39 @@ def stationary_distribution(transition_probs: Float[Array, "K K"]) -> Float[Arra
         eps = float(jnp.finfo(transition.dtype).eps)
         if singular_values[-1] <= 1e3 * eps * num_states * singular_values[0]:
             raise InvalidArgumentError(
-                f"{_OWNER}: initial_probs='stationary' but transition_probs has no unique stationary law "
-                f"(I - P + 1 is singular, smallest singular value {singular_values[-1]:.3g}): the chain has "
-                "several closed classes; pass initial_probs as an array instead"
+                f"{owner}: transition_probs has no unique stationary law (I - P + 1 is singular, smallest "
+                f"singular value {singular_values[-1]:.3g}): the chain has several closed classes; {fix}"
             )
     probs = jnp.linalg.solve(system.T, jnp.ones(num_states, transition.dtype))
     probs = jnp.clip(probs, 0.0, None)
     return probs / jnp.sum(probs)
+
+
+def _real(owner, name, value, what="real numbers"):
+    """``value`` as a JAX array of a real (float or integer) dtype; None, strings, objects and bools refused."""
+    if value is None or isinstance(value, (str, bytes)):
+        raise ArprobTypeError(f"{owner}: {name} must be an array of {what}, got {_show(value)}")
+    if not isinstance(value, (jax.Array, np.ndarray)):
+        try:
+            value = np.asarray(value)
+        except (TypeError, ValueError) as error:
+            raise ArprobTypeError(f"{owner}: {name} must be an array of {what}, got {_show(value)} ({error})") from None
+    if jnp.issubdtype(value.dtype, jnp.bool_) or not (jnp.issubdtype(value.dtype, jnp.floating)
+                                   or jnp.issubdtype(value.dtype, jnp.integer)):
+        raise ArprobTypeError(f"{owner}: {name} has dtype {value.dtype}, expected {what} (a float array)")
+    return jnp.asarray(value)
+
+
+def _check_finite(owner, name, value, fix):
+    """Refuse NaN and ±inf in a concrete array."""
+    if not is_concrete(value):
+        return
+    array = np.asarray(value)
+    bad = ~np.isfinite(array)
+    if np.any(bad):
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise InvalidArgumentError(f"{owner}: {name} has {int(bad.sum())} non-finite value(s), the first "
+                                   f"{array[where]} at index {where}; expected finite values ({fix})")
 
 
 # ---------------------------------------------------------------- pure functions
@@ -236,25 +286,25 @@ class ARHMM(Distribution):
 
     def __init__(self, initial_probs, transition_probs, weights, biases, covariances, num_lags: int, *,
                  length: int | None = None, validate_args=None):
-        num_lags = check_positive_int(_OWNER, "num_lags", num_lags, minimum=0)
+        num_lags = check_int(_OWNER, "num_lags", num_lags, minimum=0)
         checks = validate_args is not False
-        transition = jnp.asarray(transition_probs)
+        transition = _real(_OWNER, "transition_probs", transition_probs, "transition probabilities")
         if transition.ndim != 2 or transition.shape[0] != transition.shape[1] or transition.shape[0] < 1:
             raise ShapeError(f"{_OWNER}: transition_probs has shape {transition.shape}, expected (K, K) "
                              "(square; row i is the law of the next state after state i)")
         num_states = transition.shape[0]
-        biases = jnp.asarray(biases)
+        biases = _real(_OWNER, "biases", biases)
         if biases.ndim != 2 or biases.shape[0] != num_states or biases.shape[1] < 1:
             raise ShapeError(f"{_OWNER}: biases has shape {biases.shape}, expected (K, D) = ({num_states}, D) "
                              "with K from transition_probs and D >= 1")
         dimension = biases.shape[1]
-        weights = jnp.asarray(weights)
+        weights = _real(_OWNER, "weights", weights)
         expected = (num_states, num_lags, dimension, dimension)
         if weights.shape != expected:
             raise ShapeError(f"{_OWNER}: weights has shape {weights.shape}, expected (K, num_lags, D, D) = "
-                             f"{expected} (K from transition_probs, D from biases; weights[k, l-1] multiplies "
-                             "x[t-l])")
-        covariances = jnp.asarray(covariances)
+                             f"{expected} (K from transition_probs, num_lags={num_lags:,}, D from biases; "
+                             "weights[k, l-1] multiplies x[t-l])")
+        covariances = _real(_OWNER, "covariances", covariances)
         tied = covariances.shape == (dimension, dimension)
         if tied:
             covariances = jnp.broadcast_to(covariances, (num_states, dimension, dimension))
@@ -266,14 +316,11 @@ class ARHMM(Distribution):
             raise InvalidArgumentError(f"{_OWNER}: initial_probs={initial_probs!r}, expected an array of shape "
                                        f"({num_states},) or the string 'stationary'")
         if not stationary:
-            initial = jnp.asarray(initial_probs)
+            initial = _real(_OWNER, "initial_probs", initial_probs, "probabilities")
             if initial.shape != (num_states,):
                 raise ShapeError(f"{_OWNER}: initial_probs has shape {initial.shape}, expected ({num_states},) "
                                  "(the law of the first modelled state z_p), or the string 'stationary'")
         arrays = [transition, weights, biases, covariances] + ([] if stationary else [initial])
-        for name, value in zip(("transition_probs", "weights", "biases", "covariances", "initial_probs"), arrays):
-            if not (jnp.issubdtype(value.dtype, jnp.floating) or jnp.issubdtype(value.dtype, jnp.integer)):
-                raise ArprobTypeError(f"{_OWNER}: {name} has dtype {value.dtype}, expected a real float array")
         dtype = jnp.result_type(*arrays, float)
         transition, weights, biases, covariances = (a.astype(dtype) for a in (transition, weights, biases,
                                                                                 covariances))
@@ -282,12 +329,16 @@ class ARHMM(Distribution):
             if not stationary:
                 check_probs(_OWNER, "initial_probs", initial)
             _check_covariances(covariances)
-            if is_concrete(weights, biases) and not (np.all(np.isfinite(np.asarray(weights)))
-                                                     and np.all(np.isfinite(np.asarray(biases)))):
-                raise InvalidArgumentError(f"{_OWNER}: weights and biases must be finite")
-        initial = stationary_distribution(transition) if stationary else initial.astype(dtype)
+            fix = "the AR parameters must be real numbers"
+            _check_finite(_OWNER, "weights", weights, fix)
+            _check_finite(_OWNER, "biases", biases, fix)
+        initial = _stationary(_OWNER, transition, "pass initial_probs as an array instead") if stationary \
+            else initial.astype(dtype)
         if length is not None:
-            length = check_positive_int(_OWNER, "length", length, minimum=num_lags + 1)
+            length = check_int(_OWNER, "length", length, minimum=num_lags + 1,
+                               fix="length is T, the rows of one sequence, history included")
+            check_memory(_OWNER, f"one sequence of length={length:,}", (length, dimension), itemsize=8,
+                         fix="pass a shorter length")
         self.initial_probs = initial
         self.transition_probs = transition
         self.weights = weights
@@ -313,17 +364,26 @@ class ARHMM(Distribution):
                 f"initial_probs={initial}, length={self.length})")
 
     # -- checks -------------------------------------------------------------
-    def _check_value(self, y, name="y"):
-        y = jnp.asarray(y)
+    def _check_value(self, owner, y, name="y"):
+        """Observations ``(..., T, D)`` as a float array; NaN allowed (missing), ``±inf`` refused."""
+        y = _real(owner, name, y, "observations")
         if y.ndim < 2 or y.shape[-1] != self.dimension or y.shape[-2] <= self.num_lags:
-            raise ShapeError(f"{_OWNER}: {name} has shape {y.shape}, expected (..., T, D) with D = {self.dimension} "
+            raise ShapeError(f"{owner}: {name} has shape {y.shape}, expected (..., T, D) with D = {self.dimension} "
                              f"and T > num_lags = {self.num_lags} (the first {self.num_lags} rows are the "
                              "conditioning history)")
         if not jnp.issubdtype(y.dtype, jnp.floating):
             y = y.astype(self.biases.dtype)
+        if is_concrete(y):
+            array = np.asarray(y)
+            if np.isinf(array).any():
+                where = tuple(int(i) for i in np.argwhere(np.isinf(array))[0])
+                raise InvalidArgumentError(
+                    f"{owner}: {name} has {int(np.isinf(array).sum())} infinite value(s), the first {array[where]} at "
+                    f"index {where}; expected finite observations (mark a missing observation with NaN or "
+                    "mask=False)")
         return y
 
-    def _per_step(self, y, log_prior, mask):
+    def _per_step(self, owner, y, log_prior, mask):
         """Validated ``(y, log_prior, mask)`` for the ``T - p`` modelled steps (defaults: 0 and True).
 
         Either alignment is accepted (they coincide when ``num_lags = 0``):
@@ -332,8 +392,11 @@ class ARHMM(Distribution):
           drops that step's emission term;
         * with the data, ``(..., T)`` (as :func:`~arprob.fit_em` takes them): the first ``p`` rows of
           ``log_prior`` are ignored, and ``mask=False`` marks a *missing observation*: every modelled
-          step whose value or any of whose lags is missing drops its term, and missing values (NaN
-          allowed) are replaced by 0 so that nothing non-finite reaches the computation.
+          step whose value or any of whose lags is missing drops its term, and missing values are
+          replaced by 0 so that nothing non-finite reaches the computation.
+
+        A row of ``y`` holding NaN (in any component) is a missing observation, exactly as ``mask=False``
+        at that row in the data alignment (works under ``jit`` too).
         """
         num_timesteps, p = y.shape[-2], self.num_lags
         steps = num_timesteps - p
@@ -341,35 +404,52 @@ class ARHMM(Distribution):
         if log_prior is None:
             log_prior = jnp.zeros(batch + (steps, self.num_states), y.dtype)
         else:
-            log_prior = jnp.asarray(log_prior)
+            log_prior = _real(owner, "log_prior", log_prior, "log prior weights")
             if log_prior.ndim < 2 or log_prior.shape[-1] != self.num_states or log_prior.shape[-2] not in (
                     steps, num_timesteps):
-                raise ShapeError(f"{_OWNER}: log_prior has shape {log_prior.shape}, expected (..., T - num_lags, "
+                raise ShapeError(f"{owner}: log_prior has shape {log_prior.shape}, expected (..., T - num_lags, "
                                  f"K) = (..., {steps}, {self.num_states}) (row i is step t = num_lags + i) or "
                                  f"(..., T, K) = (..., {num_timesteps}, {self.num_states}) aligned with the data")
+            _check_log_potentials(owner, {"log_prior": log_prior})
             log_prior = log_prior[..., log_prior.shape[-2] - steps:, :]
-        if mask is None:
-            mask = jnp.ones(batch + (steps,), bool)
-        else:
-            mask = jnp.asarray(mask)
+        observed = ~jnp.any(jnp.isnan(y), axis=-1)  # (..., T): NaN marks a missing observation
+        term_mask = None
+        if mask is not None:
+            given = mask
+            if not isinstance(mask, (jax.Array, np.ndarray)):
+                try:
+                    mask = np.asarray(mask)
+                except (TypeError, ValueError):
+                    raise ArprobTypeError(f"{owner}: mask must be a bool array, got {_show(mask)}") from None
             if mask.dtype != jnp.bool_:
-                raise ArprobTypeError(f"{_OWNER}: mask has dtype {mask.dtype}, expected bool (False = missing)")
+                raise ArprobTypeError(f"{owner}: mask has dtype {mask.dtype} ({_show(given)}), expected bool "
+                                      "(False = missing); pass np.asarray(mask, bool)")
             if mask.ndim < 1 or mask.shape[-1] not in (steps, num_timesteps):
-                raise ShapeError(f"{_OWNER}: mask has shape {mask.shape}, expected (..., T - num_lags) = "
+                raise ShapeError(f"{owner}: mask has shape {mask.shape}, expected (..., T - num_lags) = "
                                  f"(..., {steps}) (entry i is step t = num_lags + i) or (..., T) = "
                                  f"(..., {num_timesteps}) aligned with the data")
+            try:
+                np.broadcast_shapes(mask.shape[:-1], batch)
+            except ValueError:
+                raise ShapeError(f"{owner}: mask has shape {mask.shape}, whose leading axes do not broadcast "
+                                 f"against those of the observations, {batch}") from None
+            mask = jnp.asarray(mask)
             if mask.shape[-1] == num_timesteps:
-                y = jnp.where(mask[..., None], y, 0.0)
-                modelled = mask[..., p:]
-                for lag in range(1, p + 1):
-                    modelled = modelled & mask[..., p - lag:num_timesteps - lag]
-                mask = modelled
-        return y, log_prior, mask
+                observed = observed & mask
+            else:
+                term_mask = mask
+        y = jnp.where(observed[..., None], y, 0.0)
+        modelled = observed[..., p:]
+        for lag in range(1, p + 1):
+            modelled = modelled & observed[..., p - lag:num_timesteps - lag]
+        if term_mask is not None:
+            modelled = modelled & term_mask
+        return y, log_prior, modelled
 
-    def _single(self, y, name="y"):
-        y = self._check_value(y, name)
+    def _single(self, owner, y, name="y"):
+        y = self._check_value(owner, y, name)
         if y.ndim != 2:
-            raise ShapeError(f"{_OWNER}: {name} has shape {y.shape}, expected one sequence (T, D); "
+            raise ShapeError(f"{owner}: {name} has shape {y.shape}, expected one sequence (T, D); "
                              "use jax.vmap over a batch")
         return y
 
@@ -378,73 +458,126 @@ class ARHMM(Distribution):
 
     # -- densities ----------------------------------------------------------
     def emission_log_likelihoods(self, y: Float[Array, "*batch T D"]) -> Float[Array, "*batch S K"]:
-        r""":math:`\log \mathcal N(y_t; \sum_l A_{k,l} y_{t-l} + b_k, Q_k)` for ``t = p..T-1``: ``(..., T-p, K)``."""
-        y = self._check_value(y)
+        r""":math:`\log \mathcal N(y_t; \sum_l A_{k,l} y_{t-l} + b_k, Q_k)` for ``t = p..T-1``: ``(..., T-p, K)``.
+
+        A step whose value or one of whose lags is missing (a NaN row) gets 0 for every state: its term is
+        dropped, as ``mask=False`` does in the kernels.
+        """
+        owner = "ARHMM.emission_log_likelihoods"
+        y, _, modelled = self._per_step(owner, self._check_value(owner, y), None, None)
 
         def single(sequence):
             return _emission_log_likelihoods(sequence, self.weights, self.biases, self.scale_trils, self.num_lags)
 
-        return jnp.vectorize(single, signature="(t,d)->(s,k)")(y)
+        values = jnp.vectorize(single, signature="(t,d)->(s,k)")(y)
+        return jnp.where(modelled[..., None], values, 0.0)
 
     def log_prob(self, value: Float[Array, "*batch T D"], *, log_prior=None, mask=None) -> Float[Array, "*batch"]:
         r""":math:`\log p(y_{p:T-1} \mid y_{0:p-1})` by the forward pass (:func:`hmm_log_likelihood`).
 
         ``log_prior`` ``(..., T-p, K)`` adds per-step log weights :math:`\log w_t(k)` over the states (the
-        result is then :math:`\log Z` of the weighted joint, see :mod:`arprob.inference.hmm`); ``mask``
+        result is then :math:`\log Z` of the weighted joint, see :mod:`arprob.inference.hmm`; ``-inf``
+        forbids a state, and a prior that forbids every path gives ``-inf``); ``mask``
         bool ``(..., T-p)``, ``False`` drops that step's emission term (a value that serves as a lag of
         later steps is still used there as given).  Both may instead be aligned with the data,
         ``(..., T, K)`` and ``(..., T)``, as :func:`~arprob.fit_em` takes them: the first ``num_lags``
         rows of ``log_prior`` are then ignored, and ``mask=False`` marks a missing observation, which
-        drops every term that involves it (its own and those it is a lag of; NaN allowed there).
+        drops every term that involves it (its own and those it is a lag of).  A NaN in a row of
+        ``value`` marks that observation missing in the same way (exactly the same numbers as the
+        data-aligned mask); ``±inf`` is refused.
         Broadcasts over leading axes of ``value``, ``log_prior`` and ``mask``.
         """
-        y = self._check_value(value, "value")
-        y, log_prior, mask = self._per_step(y, log_prior, mask)
+        owner = "ARHMM.log_prob"
+        y = self._check_value(owner, value, "value")
+        y, log_prior, mask = self._per_step(owner, y, log_prior, mask)
         return _log_prob_core(y, log_prior, mask, *self._log_potentials(), self.weights, self.biases,
                               self.scale_trils, num_lags=self.num_lags)
 
-    def _kernel_args(self, y, log_prior, mask):
-        y, log_prior, mask = self._per_step(self._single(y), log_prior, mask)
+    def _one_sequence(self, owner, y, log_prior, mask):
+        """``_per_step`` for one sequence ``(T, D)``: ``log_prior`` and ``mask`` without batch axes."""
+        y, log_prior, mask = self._per_step(owner, self._single(owner, y), log_prior, mask)
         if log_prior.ndim != 2 or mask.ndim != 1:
-            raise ShapeError(f"{_OWNER}: log_prior and mask must be for one sequence, got shapes "
+            raise ShapeError(f"{owner}: log_prior and mask must be for one sequence, got shapes "
                              f"{log_prior.shape} and {mask.shape}; use jax.vmap over a batch")
+        return y, log_prior, mask
+
+    def _kernel_args(self, owner, y, log_prior, mask):
+        y, log_prior, mask = self._one_sequence(owner, y, log_prior, mask)
         log_initial, log_transition = self._log_potentials()
         log_likelihoods = _emission_log_likelihoods(y, self.weights, self.biases, self.scale_trils, self.num_lags)
         return (log_initial, log_transition, log_likelihoods), dict(log_prior=log_prior, mask=mask)
 
     def filter(self, y: Float[Array, "T D"], *, log_prior=None, mask=None) -> FilterResult:
-        """:func:`~arprob.inference.hmm.hmm_filter` on ``y``: probabilities ``(T-p, K)``, row ``i`` = step ``p+i``."""
-        args, kwargs = self._kernel_args(y, log_prior, mask)
+        """:func:`~arprob.inference.hmm.hmm_filter` on ``y``: probabilities ``(T-p, K)``, row ``i`` = step ``p+i``.
+
+        NaN rows of ``y`` are missing observations (as in :meth:`log_prob`).  Impossible evidence gives
+        ``log_likelihood = -inf`` and zero rows from the first step that cannot be explained.
+        """
+        args, kwargs = self._kernel_args("ARHMM.filter", y, log_prior, mask)
         return hmm_filter(*args, **kwargs)
 
     def smooth(self, y: Float[Array, "T D"], *, log_prior=None, mask=None) -> SmootherResult:
-        """:func:`~arprob.inference.hmm.hmm_smoother` on ``y``: :math:`p(z_t \\mid y)` for ``t = p..T-1``."""
-        args, kwargs = self._kernel_args(y, log_prior, mask)
+        """:func:`~arprob.inference.hmm.hmm_smoother` on ``y``: :math:`p(z_t \\mid y)` for ``t = p..T-1``.
+
+        NaN rows of ``y`` are missing observations; impossible evidence gives ``log_likelihood = -inf`` and
+        ``smoothed_probs`` all 0 (no posterior).
+        """
+        args, kwargs = self._kernel_args("ARHMM.smooth", y, log_prior, mask)
         return hmm_smoother(*args, **kwargs)
 
     def viterbi(self, y: Float[Array, "T D"], *, log_prior=None,
                 mask=None) -> tuple[Int[Array, " S"], Float[Array, ""]]:
-        """:func:`~arprob.inference.hmm.hmm_viterbi`: most likely states ``(T-p,)`` and their log joint weight."""
-        args, kwargs = self._kernel_args(y, log_prior, mask)
+        """:func:`~arprob.inference.hmm.hmm_viterbi`: most likely states ``(T-p,)`` and their log joint weight.
+
+        NaN rows of ``y`` are missing observations; impossible evidence gives the path ``-1`` everywhere and
+        the log-weight ``-inf``.
+        """
+        args, kwargs = self._kernel_args("ARHMM.viterbi", y, log_prior, mask)
         return hmm_viterbi(*args, **kwargs)
 
     def posterior_sample(self, key, y: Float[Array, "T D"], num_samples: int, *, log_prior=None,
                          mask=None) -> Int[Array, "n S"]:
-        """:func:`~arprob.inference.hmm.hmm_posterior_sample`: exact draws of :math:`z_{p:T-1} \\mid y`."""
-        args, kwargs = self._kernel_args(y, log_prior, mask)
-        return hmm_posterior_sample(key, *args, num_samples, **kwargs)
+        """:func:`~arprob.inference.hmm.hmm_posterior_sample`: exact draws of :math:`z_{p:T-1} \\mid y`.
+
+        Impossible evidence raises :class:`~arprob.errors.ZeroProbabilityError` (states ``-1`` under ``jit``).
+        """
+        owner = "ARHMM.posterior_sample"
+        check_key(owner, key)
+        args, kwargs = self._kernel_args(owner, y, log_prior, mask)
+        return _posterior_sample(owner, key, *args, num_samples, length=None, parallel=False, **kwargs)
 
     # -- simulation ---------------------------------------------------------
-    def _history(self, history):
+    def _history(self, owner, history):
         if history is None:
             return jnp.zeros((self.num_lags, self.dimension), self.biases.dtype)
-        history = jnp.asarray(history, dtype=self.biases.dtype)
+        history = _real(owner, "history", history, "observations").astype(self.biases.dtype)
         if history.shape != (self.num_lags, self.dimension):
-            raise ShapeError(f"{_OWNER}: history has shape {history.shape}, expected (num_lags, D) = "
+            raise ShapeError(f"{owner}: history has shape {history.shape}, expected (num_lags, D) = "
                              f"{(self.num_lags, self.dimension)}, oldest first (history[-1] is the most recent)")
-        if is_concrete(history) and not np.all(np.isfinite(np.asarray(history))):
-            raise InvalidArgumentError(f"{_OWNER}: history contains non-finite values")
+        _check_finite(owner, "history", history, "the last num_lags observations, with no missing value")
         return history
+
+    def _draw(self, owner, key, sample_shape, history, length):
+        check_key(owner, key)
+        shape = check_sample_shape(owner, sample_shape)
+        length = self.length if length is None else length
+        if length is None:
+            raise InvalidArgumentError(f"{owner}: sampling needs the sequence length T; pass length=T to the "
+                                       "constructor or to this method")
+        length = check_int(owner, "length", length, minimum=self.num_lags + 1,
+                           fix="length is T, the rows of one sequence, history included")
+        history = self._history(owner, history)
+        count = int(np.prod(shape)) if shape else 1
+        # per path and step: the value (D), its state and two split keys, in 8-byte words
+        check_memory(owner, f"drawing sample_shape={shape} ({count:,} sequence(s)) of length={length:,}",
+                     (max(count, 1), length, self.dimension + 4), itemsize=8,
+                     fix="draw fewer or shorter sequences per call (loop with jax.random.split keys)")
+        states, values = _simulate(jax.random.split(key, count), self.initial_probs, self.transition_probs,
+                                   self.weights, self.biases, self.scale_trils, history,
+                                   num_steps=length - self.num_lags)
+        values = jnp.concatenate([jnp.broadcast_to(history, (count,) + history.shape), values], axis=1)
+        return (states.reshape(shape + (length - self.num_lags,)),
+                values.reshape(shape + (length, self.dimension)))
 
     def sample_with_states(self, key, sample_shape=(), *, history=None, length: int | None = None):
         r"""Draws ``(states, observations)``: shapes ``sample_shape + (T-p,)`` and ``sample_shape + (T, D)``.
@@ -453,26 +586,14 @@ class ARHMM(Distribution):
         zeros if not given) and rows ``p..T-1`` are simulated: :math:`z_p \sim` ``initial_probs``, then
         :math:`x_t \sim \mathcal N(\sum_l A_{z_t,l} x_{t-l} + b_{z_t}, Q_{z_t})` and
         :math:`z_{t+1} \sim P_{z_t}`.  So ``log_prob`` of a draw is the log-density of the law that
-        generated it.  ``length`` (default: the constructor's) is ``T``, history included.
+        generated it.  ``length`` (default: the constructor's) is ``T``, history included.  Requests that
+        would not fit in memory are refused before anything is drawn.
         """
-        length = self.length if length is None else length
-        if length is None:
-            raise InvalidArgumentError(f"{_OWNER}: sample needs the sequence length T; pass length=T to the "
-                                       "constructor or to sample_with_states")
-        length = check_positive_int(_OWNER, "length", length, minimum=self.num_lags + 1)
-        history = self._history(history)
-        shape = tuple(sample_shape)
-        count = int(np.prod(shape)) if shape else 1
-        states, values = _simulate(jax.random.split(key, count), self.initial_probs, self.transition_probs,
-                                   self.weights, self.biases, self.scale_trils, history,
-                                   num_steps=length - self.num_lags)
-        values = jnp.concatenate([jnp.broadcast_to(history, (count,) + history.shape), values], axis=1)
-        return (states.reshape(shape + (length - self.num_lags,)),
-                values.reshape(shape + (length, self.dimension)))
+        return self._draw("ARHMM.sample_with_states", key, sample_shape, history, length)
 
     def sample(self, key, sample_shape=(), *, history=None, length: int | None = None):
         """Observations only, ``sample_shape + (T, D)`` (see :meth:`sample_with_states`)."""
-        return self.sample_with_states(key, sample_shape, history=history, length=length)[1]
+        return self._draw("ARHMM.sample", key, sample_shape, history, length)[1]
 
     def forecast(self, key, history: Float[Array, "p D"], horizon: int, num_samples: int, *,
                  state_probs: Float[Array, " K"] | None = None) -> ForecastResult:
@@ -486,18 +607,25 @@ class ARHMM(Distribution):
         ``num_samples`` simulated paths (sample mean, covariance with divisor ``n - 1``; standard error
         of the mean :math:`\sqrt{\Sigma_{ii}/n}`).  The samples are returned too.
         """
-        horizon = check_positive_int(_OWNER, "horizon", horizon)
-        num_samples = check_positive_int(_OWNER, "num_samples", num_samples, minimum=2)
+        owner = "ARHMM.forecast"
+        check_key(owner, key)
         if history is None:
-            raise InvalidArgumentError(f"{_OWNER}: forecast needs history of shape (num_lags, D)")
-        history = self._history(history)
+            raise ArprobTypeError(f"{owner}: history must be the last num_lags observations, an array of shape "
+                                  f"(num_lags, D) = {(self.num_lags, self.dimension)}, got None")
+        history = self._history(owner, history)
+        horizon = check_int(owner, "horizon", horizon, minimum=1)
+        num_samples = check_int(owner, "num_samples", num_samples, minimum=2,
+                                fix="the sample covariance needs at least 2 paths")
+        check_memory(owner, f"simulating num_samples={num_samples:,} paths over horizon={horizon:,} steps",
+                     (num_samples, horizon, self.dimension + 4), itemsize=8,
+                     fix="use fewer samples or a shorter horizon")
         if state_probs is None:
             probs = self.initial_probs
         else:
-            probs = jnp.asarray(state_probs, dtype=self.biases.dtype)
+            probs = _real(owner, "state_probs", state_probs, "probabilities").astype(self.biases.dtype)
             if probs.shape != (self.num_states,):
-                raise ShapeError(f"{_OWNER}: state_probs has shape {probs.shape}, expected ({self.num_states},)")
-            check_probs(_OWNER, "state_probs", probs)
+                raise ShapeError(f"{owner}: state_probs has shape {probs.shape}, expected ({self.num_states},)")
+            check_probs(owner, "state_probs", probs)
         states, samples = _simulate(jax.random.split(key, num_samples), probs, self.transition_probs,
                                     self.weights, self.biases, self.scale_trils, history, num_steps=horizon)
         mean, covariance = _forecast_moments(samples, probs, self.weights, self.biases, self.covariances, history)
@@ -510,7 +638,8 @@ def _check_covariances(covariances):
         return
     array = np.asarray(covariances, dtype=np.float64)
     if not np.all(np.isfinite(array)):
-        raise InvalidArgumentError(f"{_OWNER}: covariances contain non-finite values")
+        raise InvalidArgumentError(f"{_OWNER}: covariances contain non-finite values; expected symmetric positive "
+                                   "definite matrices")
     asymmetry = np.max(np.abs(array - np.swapaxes(array, -1, -2)), axis=(-2, -1))
     scale = np.max(np.abs(array), axis=(-2, -1))
     for k in range(array.shape[0]):

@@ -23,8 +23,30 @@ every posterior quantity unchanged and adds :math:`\sum_{t<L} c_t` to
 A hard prior (``-inf`` entries) conditions the path posterior on the allowed
 paths.  Steps ``t >= length`` are outside the model: their filtered, predicted,
 smoothed and pairwise probabilities are exactly ``0``, their backward log-messages
-``0``, and their Viterbi/sampled states ``-1``.  Evidence of probability zero
-gives ``log_likelihood = -inf`` and NaN marginals.
+``0``, and their Viterbi/sampled states ``-1``.
+
+Bad input and impossible evidence (one convention for the kernels, :class:`~arprob.ARHMM`,
+:mod:`arprob.prognostics` and :mod:`arprob.learning`; ``docs/concepts/hmm-inference.md``):
+
+* ``-inf`` log-potentials are valid: an impossible initial state, transition, observation or prior
+  state.  Evidence of probability zero (:math:`Z = 0`) gives ``log_likelihood = -inf``, never NaN.
+  Every quantity that conditions on it has no law and is returned as exactly ``0``: the smoothed and
+  pairwise probabilities and the expected counts everywhere, and the filtered (predicted)
+  probabilities from the first step whose evidence (up to the step before) is impossible, the rows
+  before it being the exact filtered laws.  The backward log-messages are the exact
+  :math:`\log\beta_t`, ``-inf`` where the rest of the evidence is impossible.  The Viterbi path is
+  ``-1`` at every step (no path has positive weight; its log-weight is ``-inf``).
+  :func:`hmm_posterior_sample` raises :class:`~arprob.errors.ZeroProbabilityError` on concrete input
+  (it has nothing to return that could carry the ``-inf``); under ``jit`` its draws are ``-1``.
+* NaN and ``+inf`` log-potentials are refused (:class:`~arprob.errors.InvalidArgumentError` naming the
+  array and the first offending index), as are strings, bools, wrong shapes and out-of-range
+  ``length``; a missing observation is ``mask=False``, never a NaN log-likelihood.
+* Observations (:class:`~arprob.ARHMM`, prognostics, :func:`~arprob.fit_em`, :func:`~arprob.fit_sgd`):
+  a NaN anywhere in a row marks that observation missing, exactly as ``mask=False`` at that row
+  (every term that involves it is dropped); ``±inf`` is refused.
+
+Value checks run on concrete arrays only (one small device-to-host transfer per call); traced values
+pass unchecked, so every kernel stays usable under ``jit``, ``vmap`` and ``grad``.
 
 Each kernel is for one sequence; batch with ``jax.vmap`` (ragged batches: pad
 to a common ``T`` and pass ``length``).  ``parallel=True`` selects the
@@ -80,14 +102,15 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.custom_batching import custom_vmap
 from jax.scipy.special import logsumexp
 from jaxtyping import Array, Bool, Float, Int
 
 from arprob._random import categorical
-from arprob._validation import check_positive_int, is_concrete
-from arprob.errors import ArprobTypeError, InvalidArgumentError, ShapeError
+from arprob._validation import _show, check_bool, check_int, check_key, check_memory, is_concrete
+from arprob.errors import ArprobTypeError, InvalidArgumentError, ShapeError, ZeroProbabilityError
 
 __all__ = [
     "BackwardResult",
@@ -130,15 +153,98 @@ class SmootherResult(NamedTuple):
 # ---------------------------------------------------------------- validation
 
 
-def _prepare(owner, log_initial, log_transition, log_likelihoods, log_prior, mask, length):
-    """Validate shapes (and concrete values) and return arrays in one float dtype."""
+_POTENTIALS_FIX = ("log-potentials are real numbers or -inf (an impossible state, transition or observation); "
+                   "NaN usually comes from log of a negative number or 0 * inf upstream")
+
+
+def _real_array(owner, name, value):
+    """``value`` as a JAX array of a real dtype; strings, None, objects and bools are refused."""
+    if value is None or isinstance(value, (str, bytes)):
+        raise ArprobTypeError(f"{owner}: {name} must be an array of real log-potentials, got {_show(value)}")
+    if not isinstance(value, (jax.Array, np.ndarray)):
+        try:
+            value = np.asarray(value)
+        except (TypeError, ValueError) as error:  # ragged lists and the like
+            raise ArprobTypeError(f"{owner}: {name} must be an array of real log-potentials, got "
+                                  f"{_show(value)} ({error})") from None
+    dtype = value.dtype
+    real = jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)
+    if jnp.issubdtype(dtype, jnp.bool_) or not real:
+        raise ArprobTypeError(f"{owner}: {name} has dtype {dtype}, expected a real float array of log-potentials")
+    return jnp.asarray(value)
+
+
+@jax.jit
+def _non_finite_flags(arrays):
+    """Per array: does it hold NaN or +inf?  (One small transfer instead of every array.)"""
+    return jnp.stack([jnp.any(jnp.isnan(a) | (a == jnp.inf)) for a in arrays])
+
+
+def _check_log_potentials(owner: str, arrays: dict) -> None:
+    """Refuse NaN and ``+inf`` in concrete log-potentials (``-inf`` is allowed: impossible evidence).
+
+    Tracers pass unchecked.  The error names the array, the first offending index and its value.
+    """
+    concrete = {name: value for name, value in arrays.items() if is_concrete(value) and value.size}
+    if not concrete:
+        return
+    flags = np.asarray(_non_finite_flags(tuple(concrete.values())))
+    for (name, value), flag in zip(concrete.items(), flags):
+        if flag:
+            array = np.asarray(value)
+            bad = np.isnan(array) | (array == np.inf)
+            where = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise InvalidArgumentError(
+                f"{owner}: {name} has {int(bad.sum())} NaN or +inf value(s), the first {array[where]} at index "
+                f"{where}; expected real log-potentials ({_POTENTIALS_FIX}; mark a missing observation with "
+                "mask=False instead)")
+
+
+def _check_mask(owner, mask, num_timesteps, name="mask"):
+    """A bool ``(T,)`` array (False = missing), or None."""
+    if mask is None:
+        return None
+    given = mask
+    if not isinstance(mask, (jax.Array, np.ndarray)):
+        try:
+            mask = np.asarray(mask)
+        except (TypeError, ValueError):
+            raise ArprobTypeError(f"{owner}: {name} must be a bool array of shape ({num_timesteps},), got "
+                                  f"{_show(mask)}") from None
+    if mask.dtype != bool:
+        raise ArprobTypeError(f"{owner}: {name} has dtype {mask.dtype} ({_show(given)}), expected a bool array of "
+                              f"shape ({num_timesteps},) (False = missing); pass np.asarray(mask, bool)")
+    if mask.shape != (num_timesteps,):
+        raise ShapeError(f"{owner}: {name} has shape {mask.shape}, expected ({num_timesteps},), one entry per step "
+                         "(False = missing); vmap over a batch")
+    return jnp.asarray(mask)
+
+
+def _check_length(owner, length, num_timesteps):
+    """``length`` as an int32 array: a Python/NumPy int in ``[1, T]`` or a traced integer scalar."""
+    if length is None:
+        return jnp.asarray(num_timesteps, jnp.int32)
+    if isinstance(length, jax.core.Tracer):
+        if length.shape != () or not jnp.issubdtype(length.dtype, jnp.integer):
+            raise ArprobTypeError(f"{owner}: length must be an integer scalar, got shape {length.shape} "
+                                  f"dtype {length.dtype}")
+        return length.astype(jnp.int32)
+    length = check_int(owner, "length", length, minimum=1, maximum=num_timesteps,
+                       fix=f"length is the number of valid steps of a sequence padded to T = {num_timesteps}")
+    return jnp.asarray(length, jnp.int32)
+
+
+def _prepare(owner, log_initial, log_transition, log_likelihoods, log_prior, mask, length, parallel=False):
+    """Validate types, shapes and concrete values; return arrays in one float dtype.
+
+    Returns ``(log_initial, log_transition, potentials, length)`` with the mask and the prior folded into
+    the potentials.  ``parallel`` is only checked (the callers read it).
+    """
+    check_bool(owner, "parallel", parallel)
     arrays = {"log_initial": log_initial, "log_transition": log_transition, "log_likelihoods": log_likelihoods}
     if log_prior is not None:
         arrays["log_prior"] = log_prior
-    arrays = {name: jnp.asarray(value) for name, value in arrays.items()}
-    for name, value in arrays.items():
-        if not (jnp.issubdtype(value.dtype, jnp.floating) or jnp.issubdtype(value.dtype, jnp.integer)):
-            raise ArprobTypeError(f"{owner}: {name} has dtype {value.dtype}, expected a real float array")
+    arrays = {name: _real_array(owner, name, value) for name, value in arrays.items()}
     dtype = jnp.result_type(*arrays.values(), float)
     arrays = {name: value.astype(dtype) for name, value in arrays.items()}
     likelihoods = arrays["log_likelihoods"]
@@ -156,27 +262,15 @@ def _prepare(owner, log_initial, log_transition, log_likelihoods, log_prior, mas
     if "log_prior" in arrays and arrays["log_prior"].shape != likelihoods.shape:
         raise ShapeError(f"{owner}: log_prior has shape {arrays['log_prior'].shape}, expected "
                          f"{likelihoods.shape} like log_likelihoods")
-    if mask is not None:
-        mask = jnp.asarray(mask)
-        if mask.dtype != jnp.bool_:
-            raise ArprobTypeError(f"{owner}: mask has dtype {mask.dtype}, expected bool (False = missing)")
-        if mask.shape != (num_timesteps,):
-            raise ShapeError(f"{owner}: mask has shape {mask.shape}, expected ({num_timesteps},)")
-    if length is None:
-        length = num_timesteps
-    length = jnp.asarray(length)
-    if length.shape != () or not jnp.issubdtype(length.dtype, jnp.integer):
-        raise ArprobTypeError(f"{owner}: length must be an integer scalar, got shape {length.shape} "
-                              f"dtype {length.dtype}")
-    if is_concrete(length) and not 1 <= int(length) <= num_timesteps:
-        raise InvalidArgumentError(f"{owner}: length={int(length)}, expected 1 <= length <= {num_timesteps} "
-                                   "(the padded number of steps)")
+    mask = _check_mask(owner, mask, num_timesteps)
+    length = _check_length(owner, length, num_timesteps)
+    _check_log_potentials(owner, arrays)
     potentials = likelihoods
     if mask is not None:
         potentials = jnp.where(mask[:, None], potentials, 0.0)
     if "log_prior" in arrays:
         potentials = potentials + arrays["log_prior"]
-    return arrays["log_initial"], arrays["log_transition"], potentials, length.astype(jnp.int32)
+    return arrays["log_initial"], arrays["log_transition"], potentials, length
 
 
 # ---------------------------------------------------------------- numerics
@@ -218,7 +312,15 @@ def _safe_logsumexp(values, axis):
 
 
 def _normalize(probs, axis=-1):
-    return probs / jnp.sum(probs, axis=axis, keepdims=True)
+    """Divide by the sum along ``axis``; an all-zero slice (no law: impossible evidence) stays zero."""
+    total = jnp.sum(probs, axis=axis, keepdims=True)
+    return jnp.where(total > 0, probs / jnp.where(total > 0, total, 1.0), 0.0)
+
+
+def _softmax(logits, axis=-1):
+    """``softmax`` whose all ``-inf`` slices are zero (not NaN)."""
+    top = jax.lax.stop_gradient(_finite_or_zero(jnp.max(logits, axis=axis, keepdims=True)))
+    return _normalize(jnp.exp(logits - top), axis=axis)
 
 
 def _shifted_exp(log_matrix):
@@ -339,8 +441,9 @@ def _advance(filtered, matrix, weights):
     """One forward step: ``(next filtered, unnormalised message, its sum c_t)``."""
     alpha = _vecmat(filtered, matrix) * weights
     total = jnp.sum(alpha)
-    # impossible evidence (total = 0) keeps the previous vector: log Z is then -inf, not NaN
-    return jnp.where(total > 0, alpha / total, filtered), alpha, total
+    # impossible evidence (total = 0) gives the zero vector, which stays zero: every later filtered law is
+    # then 0 (no law) and log Z is -inf, never NaN
+    return jnp.where(total > 0, alpha / jnp.where(total > 0, total, 1.0), 0.0), alpha, total
 
 
 def _forward_messages(log_initial, prepared, time_varying):
@@ -352,7 +455,7 @@ def _forward_messages(log_initial, prepared, time_varying):
     vector-matrix product and one normalisation; everything else is done for all steps at once.
     """
     _, shifted, _, matrices, _ = prepared
-    initial_scale = logsumexp(log_initial)
+    initial_scale = _initial_scale(log_initial)
     alpha0 = jnp.exp(log_initial - initial_scale) * shifted[0]
 
     def step(filtered, inputs):
@@ -361,8 +464,13 @@ def _forward_messages(log_initial, prepared, time_varying):
         return new_filtered, alpha
 
     inputs = (matrices, shifted[1:]) if time_varying else (shifted[1:],)
-    _, alphas = lax.scan(step, alpha0 / jnp.sum(alpha0), inputs)
+    _, alphas = lax.scan(step, _normalize(alpha0), inputs)
     return jnp.concatenate([alpha0[None], alphas]), initial_scale
+
+
+def _initial_scale(log_initial):
+    """``logsumexp(log_initial)``, or 0 when every entry is ``-inf`` (then the first message is 0, not NaN)."""
+    return _finite_or_zero(_safe_logsumexp(log_initial, axis=-1))
 
 
 def _backward_messages(prepared, time_varying):
@@ -390,7 +498,11 @@ def _log_normalisers(alphas, initial_scale, prepared):
     valid, _, tops, _, matrix_shifts = prepared
     totals = jnp.sum(alphas, axis=-1)
     offsets = tops + jnp.concatenate([initial_scale[None], matrix_shifts])
-    return _accurate_sum(jnp.where(valid, jnp.log(totals) + offsets, 0.0)), totals
+    positive = totals > 0
+    terms = jnp.where(valid & positive, jnp.log(jnp.where(positive, totals, 1.0)) + offsets, 0.0)
+    # a valid step with c_t = 0 is impossible evidence: log Z = -inf (summed apart: -inf in the two-sum is NaN)
+    possible = jnp.all(positive | ~valid)
+    return jnp.where(possible, _accurate_sum(terms), -jnp.inf), totals
 
 
 def _forward_scan(log_initial, log_transition, potentials, length, store: bool, predicted: bool = False):
@@ -405,7 +517,7 @@ def _forward_scan(log_initial, log_transition, potentials, length, store: bool, 
     time_varying = log_transition.ndim == 3
 
     if not store:
-        initial_scale = logsumexp(log_initial)
+        initial_scale = _initial_scale(log_initial)
         alpha0 = jnp.exp(log_initial - initial_scale) * shifted[0]
         # the known offsets (likelihood and matrix shifts) are summed outside the loop
         offsets = tops[0] + initial_scale + _accurate_sum(jnp.where(valid[1:], tops[1:] + matrix_shifts, 0.0))
@@ -414,13 +526,16 @@ def _forward_scan(log_initial, log_transition, potentials, length, store: bool, 
             filtered, *sums = carry
             *matrix, weights, is_valid = inputs
             new_filtered, _, total = _advance(filtered, matrix[0] if matrix else matrices, weights)
-            return (new_filtered, *_accumulate(*sums, jnp.where(is_valid, jnp.log(total), 0.0))), None
+            usable = is_valid & (total > 0)
+            log_total = jnp.where(usable, jnp.log(jnp.where(usable, total, 1.0)), 0.0)
+            # padded steps leave the vector as it is; an impossible valid step leaves it zero for good
+            return (jnp.where(is_valid, new_filtered, filtered), *_accumulate(*sums, log_total)), None
 
         total0 = jnp.sum(alpha0)
-        start = (alpha0 / total0, jnp.log(total0), jnp.zeros((), potentials.dtype))
+        start = (_normalize(alpha0), jnp.log(jnp.where(total0 > 0, total0, 1.0)), jnp.zeros((), potentials.dtype))
         inputs = (matrices, shifted[1:]) if time_varying else (shifted[1:],)
-        (_, high, low), _ = lax.scan(step, start, inputs + (valid[1:],))
-        return (high + offsets) + low
+        (last, high, low), _ = lax.scan(step, start, inputs + (valid[1:],))
+        return jnp.where(jnp.sum(last) > 0, (high + offsets) + low, -jnp.inf)
 
     alphas, initial_scale = _forward_messages(log_initial, prepared, time_varying)
     log_likelihood, totals = _log_normalisers(alphas, initial_scale, prepared)
@@ -432,7 +547,7 @@ def _forward_scan(log_initial, log_transition, potentials, length, store: bool, 
         ahead = jnp.einsum("ti,tij->tj", filtered[:-1], matrices, precision=_EXACT)
     else:
         ahead = jnp.matmul(filtered[:-1], matrices, precision=_EXACT)
-    ahead = jnp.concatenate([jax.nn.softmax(log_initial)[None], _normalize(ahead)])
+    ahead = jnp.concatenate([_softmax(log_initial)[None], _normalize(ahead)])
     return log_likelihood, filtered, jnp.where(valid[:, None], ahead, 0.0)
 
 
@@ -482,13 +597,15 @@ def _posterior_statistics(log_initial, log_transition, potentials, length):
     steps = jnp.arange(num_timesteps)
     smoothed = jnp.where((steps < length - 1)[:, None], jnp.concatenate([gamma_inner, gamma_last[-1:]]),
                          gamma_last)
-    smoothed = jnp.where(valid[:, None], smoothed, 0.0)
+    # impossible evidence (log Z = -inf): no posterior, every smoothed probability and count is 0
+    possible = log_likelihood > -jnp.inf
+    smoothed = jnp.where(valid[:, None] & possible, smoothed, 0.0)
     # s_{t+1}: the normalised message of step t+1 (ones at the last valid step)
     next_totals = jnp.sum(messages[1:], axis=-1)
     keep = valid[2:] & (next_totals > 0)
     next_scaled = jnp.where(keep[:, None], messages[1:] / jnp.where(keep, next_totals, 1.0)[:, None], 1.0)
     ahead = shifted[1:] * jnp.concatenate([next_scaled, jnp.ones((1, potentials.shape[1]), potentials.dtype)])
-    weights = jnp.where(usable, 1.0 / jnp.where(usable, norms, 1.0), 0.0)
+    weights = jnp.where(usable & possible, 1.0 / jnp.where(usable, norms, 1.0), 0.0)
     counts = matrix * jnp.matmul((alphas[:-1] * weights[:, None]).T, ahead, precision=_EXACT)
     positive = valid & (totals > 0)
     filtered = jnp.where(positive[:, None], alphas / jnp.where(positive, totals, 1.0)[:, None], 0.0)
@@ -569,7 +686,10 @@ def _backward_parallel(log_initial, log_transition, potentials, length):
     log_beta = logsumexp(suffix, axis=-1)
     top = _finite_or_zero(jnp.max(log_beta, axis=-1))
     log_total = logsumexp(log_beta - top[:, None], axis=-1)
-    scaled = jnp.exp(log_beta - top[:, None] - log_total[:, None])
+    # beta_t = 0 (the rest of the evidence is impossible): scaled = 1 and log_scale = -inf, as in the scan form
+    some = jnp.isfinite(log_total)
+    scaled = jnp.where(some[:, None], jnp.exp(log_beta - top[:, None] - jnp.where(some, log_total, 0.0)[:, None]),
+                       1.0)
     log_likelihood = logsumexp(log_initial + potentials[0] + log_beta[0]) + high[0] + low[0]
     return log_likelihood, scaled, (high + low) + (top + log_total)
 
@@ -579,10 +699,10 @@ def _filter_parallel(log_initial, log_transition, potentials, length):
     valid = _valid(num_timesteps, length)
     rows, high, low = _forward_parallel(log_initial, log_transition, potentials, length)
     log_likelihood = high[-1] + (low[-1] + logsumexp(rows[-1]))
-    filtered = jnp.where(valid[:, None], jax.nn.softmax(rows, axis=-1), 0.0)
+    filtered = jnp.where(valid[:, None], _softmax(rows, axis=-1), 0.0)
     matrices, _ = _shifted_exp(_transition_at(log_transition, num_timesteps))
     predicted = _normalize(jnp.einsum("ti,tij->tj", filtered[:-1], matrices, precision=_EXACT))
-    predicted = jnp.concatenate([jax.nn.softmax(log_initial)[None], predicted])
+    predicted = jnp.concatenate([_softmax(log_initial)[None], predicted])
     return log_likelihood, filtered, jnp.where(valid[:, None], predicted, 0.0)
 
 
@@ -622,9 +742,9 @@ def _forward_backward_core(log_initial, log_transition, potentials, length, para
 # The post-processing below is vectorised over t (no scan): run eagerly, or traced inside the caller's jit.
 
 
-def _smoothed(filtered, scaled, length):
+def _smoothed(log_likelihood, filtered, scaled, length):
     valid = _valid(filtered.shape[0], length)
-    return jnp.where(valid[:, None], _normalize(filtered * scaled), 0.0)
+    return jnp.where(valid[:, None] & (log_likelihood > -jnp.inf), _normalize(filtered * scaled), 0.0)
 
 
 def _pairwise_terms(filtered, scaled, potentials, length):
@@ -636,22 +756,22 @@ def _pairwise_terms(filtered, scaled, potentials, length):
     return filtered[:-1], ahead, pair_valid
 
 
-def _pairwise(log_transition, filtered, scaled, potentials, length):
+def _pairwise(log_likelihood, log_transition, filtered, scaled, potentials, length):
     behind, ahead, pair_valid = _pairwise_terms(filtered, scaled, potentials, length)
     matrices, _ = _shifted_exp(_transition_at(log_transition, potentials.shape[0]))
-    joint = behind[:, :, None] * matrices * ahead[:, None, :]
-    joint = joint / jnp.sum(joint, axis=(-2, -1), keepdims=True)
-    return jnp.where(pair_valid[:, None, None], joint, 0.0)
+    joint = _normalize(behind[:, :, None] * matrices * ahead[:, None, :], axis=(-2, -1))
+    return jnp.where(pair_valid[:, None, None] & (log_likelihood > -jnp.inf), joint, 0.0)
 
 
-def _expected_transitions(log_transition, filtered, scaled, potentials, length):
+def _expected_transitions(log_likelihood, log_transition, filtered, scaled, potentials, length):
     if log_transition.ndim == 3:
-        return jnp.sum(_pairwise(log_transition, filtered, scaled, potentials, length), axis=0)
+        return jnp.sum(_pairwise(log_likelihood, log_transition, filtered, scaled, potentials, length), axis=0)
     behind, ahead, pair_valid = _pairwise_terms(filtered, scaled, potentials, length)
     # homogeneous: sum_t f_t(i) A_ij g_t(j) / n_t = A_ij (F^T diag(1/n) G)_ij, one matrix product
     matrix, _ = _shifted_exp(log_transition)
     norms = jnp.einsum("ti,ij,tj->t", behind, matrix, ahead, precision=_EXACT)
-    weights = jnp.where(pair_valid, 1.0 / norms, 0.0)
+    usable = pair_valid & (norms > 0) & (log_likelihood > -jnp.inf)
+    weights = jnp.where(usable, 1.0 / jnp.where(usable, norms, 1.0), 0.0)
     return matrix * jnp.matmul((behind * weights[:, None]).T, ahead, precision=_EXACT)
 
 
@@ -710,15 +830,17 @@ def _viterbi_core(log_initial, log_transition, potentials, length, parallel):
     pointers = jnp.where(valid[1:, None], pointers, jnp.arange(num_states, dtype=jnp.int32))
     last_state = jnp.argmax(last_row).astype(jnp.int32)
     if parallel:
-        return _compose_backwards(pointers, last_state, valid), log_prob
+        path = _compose_backwards(pointers, last_state, valid)
+    else:
+        def back(state, inputs):
+            pointer, is_valid = inputs
+            previous = pointer[state]
+            return previous, jnp.where(is_valid, previous, -1)
 
-    def back(state, inputs):
-        pointer, is_valid = inputs
-        previous = pointer[state]
-        return previous, jnp.where(is_valid, previous, -1)
-
-    _, path = lax.scan(back, last_state, (pointers, valid[:-1]), reverse=True)
-    return jnp.concatenate([path, jnp.where(valid[-1], last_state, -1)[None]]), log_prob
+        _, path = lax.scan(back, last_state, (pointers, valid[:-1]), reverse=True)
+        path = jnp.concatenate([path, jnp.where(valid[-1], last_state, -1)[None]])
+    # impossible evidence: every path has weight 0, none is the most likely one
+    return jnp.where(log_prob > -jnp.inf, path, -1), log_prob
 
 
 @partial(jax.jit, static_argnames=("num_samples", "parallel"))
@@ -726,9 +848,9 @@ def _sample_core(key, log_initial, log_transition, potentials, length, num_sampl
     num_timesteps, num_states = potentials.shape
     valid = _valid(num_timesteps, length)
     if parallel:
-        _, filtered, _ = _filter_parallel(log_initial, log_transition, potentials, length)
+        log_likelihood, filtered, _ = _filter_parallel(log_initial, log_transition, potentials, length)
     else:
-        _, filtered = _forward_scan(log_initial, log_transition, potentials, length, store=True)
+        log_likelihood, filtered = _forward_scan(log_initial, log_transition, potentials, length, store=True)
     log_filtered = jnp.where(valid[:, None], jnp.log(filtered), 0.0)
     log_transitions = _transition_at(log_transition, num_timesteps)
     last_log_filtered = lax.dynamic_index_in_dim(log_filtered, length - 1, keepdims=False)
@@ -754,7 +876,9 @@ def _sample_core(key, log_initial, log_transition, potentials, length, num_sampl
         path = jnp.concatenate([path, last_state[None]])
         return jnp.where(valid, path, -1)
 
-    return jax.vmap(one_path)(jax.random.split(key, num_samples))
+    paths = jax.vmap(one_path)(jax.random.split(key, num_samples))
+    # impossible evidence: there is no posterior to draw from; every state is -1 (the caller raises if it can)
+    return jnp.where(log_likelihood > -jnp.inf, paths, -1), log_likelihood
 
 
 # ---------------------------------------------------------------- public kernels
@@ -782,7 +906,8 @@ def hmm_log_likelihood(
     Array
         Scalar :math:`\log Z` (see the module docstring; includes the prior weights).
     """
-    arrays = _prepare("hmm_log_likelihood", log_initial, log_transition, log_likelihoods, log_prior, mask, length)
+    arrays = _prepare("hmm_log_likelihood", log_initial, log_transition, log_likelihoods, log_prior, mask, length,
+                      parallel)
     return _log_likelihood_core(*arrays, parallel=bool(parallel))
 
 
@@ -821,7 +946,8 @@ def hmm_filter(
         ``log_likelihood`` (scalar), ``filtered_probs`` :math:`p(z_t \mid \psi_{0:t})` and
         ``predicted_probs`` :math:`p(z_t \mid \psi_{0:t-1})`, both ``(T, K)``, exactly 0 for padded steps.
     """
-    arrays = _prepare("hmm_filter", log_initial, log_transition, log_likelihoods, log_prior, mask, length)
+    arrays = _prepare("hmm_filter", log_initial, log_transition, log_likelihoods, log_prior, mask, length,
+                      parallel)
     return FilterResult(*_filter_core(*arrays, parallel=bool(parallel)))
 
 
@@ -854,7 +980,8 @@ def hmm_backward(
     BackwardResult
         ``log_likelihood`` and ``log_backward`` ``(T, K)`` (0 for ``t >= length - 1``).
     """
-    arrays = _prepare("hmm_backward", log_initial, log_transition, log_likelihoods, log_prior, mask, length)
+    arrays = _prepare("hmm_backward", log_initial, log_transition, log_likelihoods, log_prior, mask, length,
+                      parallel)
     log_likelihood, _, scaled, log_scale = _forward_backward_core(*arrays, parallel=bool(parallel))
     valid = _valid(scaled.shape[0], arrays[-1])
     return BackwardResult(log_likelihood, jnp.where(valid[:, None], jnp.log(scaled) + log_scale[:, None], 0.0))
@@ -878,11 +1005,12 @@ def hmm_smoother(
     SmootherResult
         ``log_likelihood``, ``filtered_probs`` and ``smoothed_probs`` ``(T, K)`` (0 for padded steps).
     """
-    arrays = _prepare("hmm_smoother", log_initial, log_transition, log_likelihoods, log_prior, mask, length)
+    arrays = _prepare("hmm_smoother", log_initial, log_transition, log_likelihoods, log_prior, mask, length,
+                      parallel)
     if not parallel and arrays[1].ndim == 2:  # homogeneous: one fused pass, no normalisation of the messages
         return SmootherResult(*_fused_smoother_core(*arrays))
     log_likelihood, filtered, scaled, _ = _forward_backward_core(*arrays, parallel=bool(parallel))
-    return SmootherResult(log_likelihood, filtered, _smoothed(filtered, scaled, arrays[-1]))
+    return SmootherResult(log_likelihood, filtered, _smoothed(log_likelihood, filtered, scaled, arrays[-1]))
 
 
 def hmm_pairwise_marginals(
@@ -910,9 +1038,9 @@ def hmm_pairwise_marginals(
         ``(T-1, K, K)``; exactly 0 for pairs with ``t + 1 >= length``.
     """
     arrays = _prepare("hmm_pairwise_marginals", log_initial, log_transition, log_likelihoods, log_prior, mask,
-                      length)
-    _, filtered, scaled, _ = _forward_backward_core(*arrays, parallel=bool(parallel))
-    return _pairwise(arrays[1], filtered, scaled, arrays[2], arrays[3])
+                      length, parallel)
+    log_likelihood, filtered, scaled, _ = _forward_backward_core(*arrays, parallel=bool(parallel))
+    return _pairwise(log_likelihood, arrays[1], filtered, scaled, arrays[2], arrays[3])
 
 
 def hmm_expected_transitions(
@@ -938,11 +1066,11 @@ def hmm_expected_transitions(
         ``(K, K)``, summing to ``length - 1``.
     """
     arrays = _prepare("hmm_expected_transitions", log_initial, log_transition, log_likelihoods, log_prior, mask,
-                      length)
+                      length, parallel)
     if not parallel and arrays[1].ndim == 2:
         return _fused_counts_core(*arrays)
-    _, filtered, scaled, _ = _forward_backward_core(*arrays, parallel=bool(parallel))
-    return _expected_transitions(arrays[1], filtered, scaled, arrays[2], arrays[3])
+    log_likelihood, filtered, scaled, _ = _forward_backward_core(*arrays, parallel=bool(parallel))
+    return _expected_transitions(log_likelihood, arrays[1], filtered, scaled, arrays[2], arrays[3])
 
 
 def hmm_viterbi(
@@ -972,10 +1100,12 @@ def hmm_viterbi(
     Returns
     -------
     tuple
-        ``path`` int32 ``(T,)`` (``-1`` for padded steps) and its log-weight
-        :math:`\log\tilde p(z^\star, y)` (not divided by :math:`Z`).
+        ``path`` int32 ``(T,)`` (``-1`` for padded steps, and at every step when the evidence is
+        impossible) and its log-weight :math:`\log\tilde p(z^\star, y)` (not divided by :math:`Z`;
+        ``-inf`` for impossible evidence).
     """
-    arrays = _prepare("hmm_viterbi", log_initial, log_transition, log_likelihoods, log_prior, mask, length)
+    arrays = _prepare("hmm_viterbi", log_initial, log_transition, log_likelihoods, log_prior, mask, length,
+                      parallel)
     return _viterbi_core(*arrays, parallel=bool(parallel))
 
 
@@ -1011,7 +1141,34 @@ def hmm_posterior_sample(
     -------
     Array
         int32 ``(num_samples, T)``, ``-1`` for padded steps.
+
+    Raises
+    ------
+    ZeroProbabilityError
+        When the evidence has probability zero (``log Z = -inf``) and the inputs are concrete; under
+        ``jit`` the draws are ``-1`` at every step instead.  Requests whose draws would not fit in memory
+        (``num_samples`` times ``T`` times the Gumbel noise per step) are refused before sampling.
     """
-    num_samples = check_positive_int("hmm_posterior_sample", "num_samples", num_samples)
-    arrays = _prepare("hmm_posterior_sample", log_initial, log_transition, log_likelihoods, log_prior, mask, length)
-    return _sample_core(key, *arrays, num_samples=num_samples, parallel=bool(parallel))
+    return _posterior_sample("hmm_posterior_sample", key, log_initial, log_transition, log_likelihoods, num_samples,
+                             log_prior=log_prior, mask=mask, length=length, parallel=parallel)
+
+
+def _posterior_sample(owner, key, log_initial, log_transition, log_likelihoods, num_samples, *, log_prior, mask,
+                      length, parallel):
+    """:func:`hmm_posterior_sample` with errors in the name of ``owner`` (also serves ``ARHMM.posterior_sample``)."""
+    check_key(owner, key)
+    num_samples = check_int(owner, "num_samples", num_samples, minimum=1)
+    arrays = _prepare(owner, log_initial, log_transition, log_likelihoods, log_prior, mask, length, parallel)
+    num_timesteps, num_states = arrays[2].shape
+    # the draws: (n, T) states, and per path its Gumbel noise ((T, K) sequential, (T, K, K) parallel) in float64
+    check_memory(owner, f"drawing num_samples={num_samples:,} paths of {num_timesteps} steps",
+                 (num_samples, num_timesteps, num_states * (num_states if parallel else 1) + 1), itemsize=8,
+                 fix="draw fewer paths per call (loop over calls with jax.random.split keys)")
+    paths, log_likelihood = _sample_core(key, *arrays, num_samples=num_samples, parallel=bool(parallel))
+    if is_concrete(log_likelihood) and not float(log_likelihood) > -np.inf:
+        raise ZeroProbabilityError(
+            f"{owner}: the evidence has probability zero (log Z = -inf: every path is ruled out by the -inf "
+            "entries of log_initial, log_transition, log_likelihoods or log_prior), so there is no posterior to "
+            "sample from; check for a step whose log-likelihoods (plus log_prior) are all -inf or a hard prior "
+            "that no allowed transition can satisfy (under jit the draws are -1 at every step instead)")
+    return paths

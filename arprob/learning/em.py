@@ -34,6 +34,13 @@ does not decrease, and the model keeps the convention.
 
 Compiled once: the E-step and M-step are jit-compiled functions of arrays, so
 repeated calls with the same shapes do not recompile.
+
+Bad input (the convention of :mod:`arprob.inference.hmm`): a NaN in a row of ARHMM data marks that
+observation missing, exactly as ``mask=False`` there; ``±inf`` data are refused; every number and count
+is checked for type and range (``covariance_floor > 0``, concentrations ``>= 1``, ...) and the work of
+``max_iters x num_restarts`` iterations is estimated before the first one.  A ``state_prior`` row of
+zeros, or a prior that no state path allowed by the starting model satisfies, raises
+:class:`~arprob.errors.ZeroProbabilityError` naming it (the data would have probability zero).
 """
 
 from __future__ import annotations
@@ -44,9 +51,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from arprob._validation import check_positive_int
+from arprob._validation import _show, check_bool, check_int, check_key, check_memory, check_real, check_work
 from arprob.distributions.arhmm import _emission_log_likelihoods
-from arprob.errors import ArprobTypeError, InvalidArgumentError, ShapeError
+from arprob.errors import ArprobTypeError, InvalidArgumentError, ShapeError, ZeroProbabilityError
 from arprob.inference.hmm import _posterior_statistics, _prepare, hmm_log_likelihood
 
 __all__ = ["fit_em"]
@@ -71,7 +78,7 @@ def _e_step(log_initial, log_transition, log_likelihoods, log_prior, mask, lengt
         return value, smoothed, counts
 
     values, gamma, counts = _map_sequences(one, log_likelihoods, log_prior, mask, lengths)
-    return values, gamma, counts.sum(axis=0)
+    return values, gamma, counts.sum(axis=0)  # values per sequence (N,)
 
 
 @jax.jit
@@ -199,13 +206,52 @@ def _ar_covariance_step(residuals, g, mass, coefficients, covariances, floor, we
 
 
 def _as_batch(owner, name, array, ndim, dtype=None):
+    """``(batch, batched)``: one sequence (``ndim - 1`` axes) gets a batch axis of 1."""
+    if array is None or isinstance(array, (str, bytes)):
+        raise ArprobTypeError(f"{owner}: {name} must be an array of observations, got {_show(array)}")
+    try:
+        array = np.asarray(array)
+    except (TypeError, ValueError) as error:
+        raise ArprobTypeError(f"{owner}: {name} must be an array of observations, got {_show(array)} "
+                              f"({error})") from None
+    if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+        raise ArprobTypeError(f"{owner}: {name} has dtype {array.dtype}, expected numbers")
     array = jnp.asarray(array) if dtype is None else jnp.asarray(array, dtype)
     if array.ndim == ndim - 1:
-        return array[None], False
-    if array.ndim != ndim:
+        array, batched = array[None], False
+    elif array.ndim == ndim:
+        batched = True
+    else:
         raise ShapeError(f"{owner}: {name} has shape {array.shape}, expected {ndim - 1} axes for one sequence or "
                          f"{ndim} for a batch")
-    return array, True
+    if array.shape[0] < 1 or array.shape[1] < 1:
+        raise ShapeError(f"{owner}: {name} has shape {array.shape if batched else array.shape[1:]}, which holds no "
+                         "observation; expected at least one sequence of at least one step")
+    return array, batched
+
+
+def _check_observations(owner, name, y):
+    """ARHMM data: NaN marks a missing observation; ``±inf`` is refused."""
+    array = np.asarray(y)
+    infinite = np.isinf(array)
+    if infinite.any():
+        where = tuple(int(i) for i in np.argwhere(infinite)[0])
+        raise InvalidArgumentError(f"{owner}: {name} has {int(infinite.sum())} infinite value(s), the first "
+                                   f"{array[where]} at index {where}; expected finite observations (mark a missing "
+                                   "observation with NaN or mask=False)")
+
+
+def _check_mask_array(owner, mask):
+    given = mask
+    if not isinstance(mask, (np.ndarray, jax.Array)):
+        try:
+            mask = np.asarray(mask)
+        except (TypeError, ValueError):
+            raise ArprobTypeError(f"{owner}: mask must be a bool array, got {_show(mask)}") from None
+    if mask.dtype != bool:
+        raise ArprobTypeError(f"{owner}: mask has dtype {mask.dtype} ({_show(given)}), expected bool (False = "
+                              "missing); pass np.asarray(mask, bool)")
+    return np.asarray(mask)
 
 
 def _prepare_common(owner, num_sequences, num_timesteps, num_states, state_prior, mask, lengths, batched,
@@ -219,9 +265,15 @@ def _prepare_common(owner, num_sequences, num_timesteps, num_states, state_prior
     """
     if lengths is None:
         lengths = np.full(num_sequences, num_timesteps)
+    if isinstance(lengths, (str, bytes)):
+        raise ArprobTypeError(f"{owner}: lengths must be integers of shape ({num_sequences},), got {_show(lengths)}")
     lengths = np.atleast_1d(np.asarray(lengths))
-    if lengths.shape != (num_sequences,) or not np.issubdtype(lengths.dtype, np.integer):
-        raise ShapeError(f"{owner}: lengths must be integers of shape ({num_sequences},), got {lengths!r}")
+    if not np.issubdtype(lengths.dtype, np.integer):
+        raise ArprobTypeError(f"{owner}: lengths has dtype {lengths.dtype}, expected integers of shape "
+                              f"({num_sequences},), the valid steps of each padded sequence")
+    if lengths.shape != (num_sequences,):
+        raise ShapeError(f"{owner}: lengths has shape {lengths.shape}, expected ({num_sequences},), one per sequence "
+                         "of the data")
     if np.any(lengths < 1) or np.any(lengths > num_timesteps):
         raise InvalidArgumentError(f"{owner}: lengths must be in [1, {num_timesteps}], got {lengths}")
     steps_allowed = (num_timesteps,) if num_lags == 0 else (num_timesteps, num_timesteps - num_lags)
@@ -229,29 +281,59 @@ def _prepare_common(owner, num_sequences, num_timesteps, num_states, state_prior
     if mask is None:
         mask = np.ones((num_sequences, num_timesteps), bool)
     else:
-        mask = np.asarray(mask, bool)
+        mask = _check_mask_array(owner, mask)
+        given = mask.shape
         mask = mask if batched else mask[None]
         if mask.ndim != 2 or mask.shape[0] != num_sequences or mask.shape[1] not in steps_allowed:
-            raise ShapeError(f"{owner}: mask has shape {mask.shape}, expected {(num_sequences, num_timesteps)} "
-                             "aligned with the data" + (f" or {(num_sequences, num_timesteps - num_lags)} aligned "
-                                                        "with the modelled steps" if num_lags else ""))
+            expected = [(num_sequences, num_timesteps)] + ([(num_sequences, num_timesteps - num_lags)] if num_lags
+                                                           else [])
+            if not batched:
+                expected = [shape[1:] for shape in expected]
+            raise ShapeError(f"{owner}: mask has shape {given}, expected {expected[0]} aligned with the data"
+                             + (f" or {expected[1]} aligned with the modelled steps" if num_lags else "")
+                             + f" (the data hold {num_sequences} sequence(s) of {num_timesteps} steps)")
         if mask.shape[1] != num_timesteps:
             term_mask, mask = mask, np.ones((num_sequences, num_timesteps), bool)
     if state_prior is None:
         log_prior = np.zeros((num_sequences, num_timesteps, num_states))
     else:
-        prior = np.asarray(state_prior, np.float64)
+        if isinstance(state_prior, (str, bytes)):
+            raise ArprobTypeError(f"{owner}: state_prior must be an array of weights over the states per step, got "
+                                  f"{_show(state_prior)}")
+        try:
+            prior = np.asarray(state_prior, np.float64)
+        except (TypeError, ValueError):
+            raise ArprobTypeError(f"{owner}: state_prior must be an array of weights over the states per step, got "
+                                  f"{_show(state_prior)}") from None
+        given = prior.shape
         prior = prior if batched else prior[None]
         if prior.ndim != 3 or prior.shape[0] != num_sequences or prior.shape[1] not in steps_allowed \
                 or prior.shape[2] != num_states:
-            raise ShapeError(f"{owner}: state_prior has shape {prior.shape}, expected "
-                             f"{(num_sequences, num_timesteps, num_states)} (weights over states per step)"
-                             + (f" or {(num_sequences, num_timesteps - num_lags, num_states)} aligned with the "
-                                "modelled steps" if num_lags else ""))
+            expected = [(num_sequences, num_timesteps, num_states), (num_sequences, num_timesteps - num_lags,
+                                                                     num_states)]
+            if not batched:
+                expected = [shape[1:] for shape in expected]
+            raise ShapeError(f"{owner}: state_prior has shape {given}, expected {expected[0]}, weights over the "
+                             "states per step of the data"
+                             + (f", or {expected[1]} aligned with the modelled steps" if num_lags else "")
+                             + f" (the data hold {num_sequences} sequence(s) of {num_timesteps} steps)")
         if np.any(~np.isfinite(prior)) or np.any(prior < 0):
-            raise InvalidArgumentError(f"{owner}: state_prior must hold finite weights >= 0 (0 forbids a state)")
+            bad = ~np.isfinite(prior) | (prior < 0)
+            where = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise InvalidArgumentError(f"{owner}: state_prior must hold finite weights >= 0 (0 forbids a state), "
+                                       f"got {prior[where]} at index {where if batched else where[1:]}")
         if prior.shape[1] != num_timesteps:
             prior = np.concatenate([np.ones((num_sequences, num_lags, num_states)), prior], axis=1)
+        # a modelled, valid step whose weights are all 0 forbids every state: no path, probability zero
+        steps = np.arange(num_timesteps)
+        inside = (steps[None, :] >= num_lags) & (steps[None, :] < lengths[:, None])
+        empty = inside & np.all(prior == 0, axis=-1)
+        if np.any(empty):
+            sequence, step = (int(i) for i in np.argwhere(empty)[0])
+            where = f"state_prior[{sequence}, {step}]" if batched else f"state_prior[{step}]"
+            raise ZeroProbabilityError(f"{owner}: {where} is 0 for every state: that step forbids every state, so "
+                                       "the data have probability zero and there is nothing to fit; give at least "
+                                       "one state a positive weight at every step (a one-hot row fixes the state)")
         with np.errstate(divide="ignore"):
             log_prior = np.log(prior)
     return lengths, mask, log_prior, term_mask
@@ -344,16 +426,34 @@ def fit_em(model, data, *, state_prior=None, mask=None, lengths=None, max_iters:
     from arprob.distributions.arhmm import ARHMM
     from arprob.distributions.hmm import HMM
 
-    max_iters = check_positive_int(owner, "max_iters", max_iters)
-    num_restarts = check_positive_int(owner, "num_restarts", num_restarts)
-    if not (isinstance(tol, (int, float)) and tol >= 0):
-        raise InvalidArgumentError(f"{owner}: tol must be a number >= 0, got {tol!r}")
-    if not transition_concentration >= 1:
-        raise InvalidArgumentError(f"{owner}: transition_concentration must be >= 1, got {transition_concentration}")
-    if num_restarts > 1 and key is None:
-        raise ArprobTypeError(f"{owner}: num_restarts={num_restarts} needs key=... for the random restarts")
-    if not emission_concentration >= 1:
-        raise InvalidArgumentError(f"{owner}: emission_concentration must be >= 1, got {emission_concentration}")
+    if not isinstance(model, (ARHMM, HMM)):
+        raise ArprobTypeError(f"{owner}: model must be an arprob.ARHMM or arprob.HMM (the starting point), got "
+                              f"{_show(model)}")
+    max_iters = check_int(owner, "max_iters", max_iters, minimum=1)
+    num_restarts = check_int(owner, "num_restarts", num_restarts, minimum=1)
+    tol = check_real(owner, "tol", tol, low=0.0, fix="tol is a relative change of the log-likelihood, e.g. 1e-6")
+    if key is not None:
+        check_key(owner, key)
+    elif num_restarts > 1:
+        raise ArprobTypeError(f"{owner}: num_restarts={num_restarts} needs key=... for the random restarts "
+                              "(pass key=jax.random.key(seed))")
+    check_bool(owner, "tied_covariance", tied_covariance)
+    covariance_floor = check_real(owner, "covariance_floor", covariance_floor, low=0.0, low_open=True,
+                                  fix="the smallest eigenvalue a fitted covariance may have, e.g. 1e-6")
+    transition_concentration = check_real(owner, "transition_concentration", transition_concentration, low=1.0,
+                                          fix="1 is maximum likelihood; larger values smooth the rows")
+    emission_concentration = check_real(owner, "emission_concentration", emission_concentration, low=1.0,
+                                        fix="1 is maximum likelihood; larger values smooth the rows")
+    weights_precision = check_real(owner, "weights_precision", weights_precision, low=0.0,
+                                   fix="0 means no prior on the AR weights")
+    covariance_prior_count = check_real(owner, "covariance_prior_count", covariance_prior_count, low=0.0,
+                                        fix="0 means no inverse-Wishart prior")
+    if covariance_prior_scale is None or isinstance(covariance_prior_scale, (str, bytes, bool)):
+        raise ArprobTypeError(f"{owner}: covariance_prior_scale must be a number >= 0 or a (D, D) positive "
+                              f"semi-definite matrix, got {_show(covariance_prior_scale)}")
+    if isinstance(freeze, (str, bytes)) or not isinstance(freeze, (tuple, list, set, frozenset)):
+        raise ArprobTypeError(f"{owner}: freeze must be a tuple of parameter names such as ('weights',), got "
+                              f"{_show(freeze)}")
     ar_prior_given = weights_precision != 0 or not np.all(np.asarray(covariance_prior_scale) == 0) \
         or covariance_prior_count != 0
     if isinstance(model, ARHMM):
@@ -369,8 +469,18 @@ def fit_em(model, data, *, state_prior=None, mask=None, lengths=None, max_iters:
                                        "ARHMM; an HMM takes emission_concentration")
         problem = _CategoricalProblem(owner, model, data, state_prior, mask, lengths,
                                       _check_freeze(owner, freeze, _FREEZABLE[:3]), emission_concentration)
-    else:
-        raise ArprobTypeError(f"{owner}: expected an arprob.ARHMM or arprob.HMM, got {type(model).__name__}")
+    # every iteration: one batched forward-backward (N T K^2) and the M-step (N T K (pD + 1)^2), plus the
+    # dispatch of a few compiled calls (~0.1 ms, counted as 10^5 operations)
+    num_sequences, num_timesteps = problem.mask.shape
+    num_states = problem.num_states
+    features = problem.num_features
+    check_memory(owner, f"the E-step on {num_sequences:,} sequence(s) of {num_timesteps:,} steps",
+                 (num_sequences, num_timesteps, num_states * (num_states + 4) + features), itemsize=8,
+                 fix="fit on fewer or shorter sequences per call")
+    check_work(owner, f"max_iters={max_iters:,} iterations x num_restarts={num_restarts:,}",
+               float(max_iters) * num_restarts * (num_sequences * num_timesteps * num_states
+                                                  * (num_states + features**2) + 1e5),
+               fix="lower max_iters (tol stops the iterations earlier once the fit has converged)")
     best = None
     for restart in range(num_restarts):
         params = problem.initial_params(jax.random.fold_in(key, restart) if restart else None)
@@ -381,16 +491,16 @@ def fit_em(model, data, *, state_prior=None, mask=None, lengths=None, max_iters:
 
 
 def _ar_prior(owner, dimension, weights_precision, scale, count):
-    """Validated ``(lambda, Psi_0 (D, D), n_0)`` of the ARHMM's conjugate priors."""
-    if not (np.isscalar(weights_precision) and np.isfinite(weights_precision) and weights_precision >= 0):
-        raise InvalidArgumentError(f"{owner}: weights_precision must be a finite number >= 0, got "
-                                   f"{weights_precision!r}")
-    if not (np.isscalar(count) and np.isfinite(count) and count >= 0):
-        raise InvalidArgumentError(f"{owner}: covariance_prior_count must be a finite number >= 0, got {count!r}")
-    scale = np.asarray(scale, dtype=np.float64)
+    """Validated ``(lambda, Psi_0 (D, D), n_0)`` of the ARHMM's conjugate priors (numbers checked by fit_em)."""
+    try:
+        scale = np.asarray(scale, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ArprobTypeError(f"{owner}: covariance_prior_scale must be a number >= 0 or a ({dimension}, "
+                              f"{dimension}) positive semi-definite matrix, got {_show(scale)}") from None
     if scale.ndim == 0:
         if not (np.isfinite(scale) and scale >= 0):
-            raise InvalidArgumentError(f"{owner}: covariance_prior_scale must be >= 0, got {float(scale)}")
+            raise InvalidArgumentError(f"{owner}: covariance_prior_scale must be a finite number >= 0 (or a "
+                                       f"matrix), got {float(scale)}")
         scale = float(scale) * np.eye(dimension)
     elif scale.shape != (dimension, dimension):
         raise ShapeError(f"{owner}: covariance_prior_scale has shape {scale.shape}, expected a number or "
@@ -408,8 +518,12 @@ def _iterate(problem, params, max_iters, tol, concentration):
     for iteration in range(max_iters + 1):
         if iteration == max_iters:  # the value after the last M-step: the likelihood-only pass suffices
             values.append(problem.evaluate(params))
+            if not np.isfinite(values[-1]):
+                problem.explain(values[-1], iteration)
             break
         value, gamma, counts = problem.e_step(params)
+        if not np.isfinite(value):
+            problem.explain(value, iteration)
         values.append(value)
         if len(values) > 1 and abs(values[-1] - values[-2]) <= tol * abs(values[-2]):
             break
@@ -440,11 +554,30 @@ class _Problem:
 
     def e_step(self, params):
         values, gamma, counts = _e_step(*self._log_potentials(params))
-        return float(np.sum(np.asarray(values, np.float64))), gamma, counts
+        self.last_values = np.asarray(values, np.float64)
+        return float(np.sum(self.last_values)), gamma, counts
+
+    def explain(self, value, iteration):
+        """Raise the error that a non-finite objective means (the arguments' fault, named, or a breakdown)."""
+        owner = "fit_em"
+        values = self.last_values
+        if iteration == 0 and np.isneginf(value) and not np.any(np.isnan(values)):
+            sequences = np.flatnonzero(np.isneginf(values)).tolist()
+            raise ZeroProbabilityError(
+                f"{owner}: the data have probability zero under the starting model (log-likelihood -inf for "
+                f"sequence(s) {sequences[:10]}): state_prior (or a zero in the model's initial_probs or "
+                "transition_probs) forbids every state path; check state_prior against the allowed transitions "
+                "(a left-to-right chain cannot go back) or start from a model that allows the known states")
+        raise InvalidArgumentError(
+            f"{owner}: the log-likelihood became {value} at iteration {iteration} (per sequence: "
+            f"{values[:10].tolist()}); the fit broke down numerically; raise covariance_floor (now "
+            f"{getattr(self, 'floor', 'n/a')}) or add a prior (weights_precision, covariance_prior_scale/_count, "
+            "transition_concentration)")
 
     def evaluate(self, params):
         """The objective F only (likelihood-only kernel, no smoothing)."""
-        return float(np.sum(np.asarray(_evaluate(*self._log_potentials(params)), np.float64)))
+        self.last_values = np.asarray(_evaluate(*self._log_potentials(params)), np.float64)
+        return float(np.sum(self.last_values))
 
     def halve_until_monotone(self, old, new, value):
         """Generalized EM for the stationary convention: shrink the transition step until F does not drop."""
@@ -461,11 +594,13 @@ class _ARProblem(_Problem):
         y, batched = _as_batch(owner, "data", data, 3, jnp.result_type(float))
         num_sequences, num_timesteps, dimension = y.shape
         if dimension != model.dimension:
-            raise ShapeError(f"{owner}: data has dimension {dimension}, the model {model.dimension}")
+            raise ShapeError(f"{owner}: data has dimension {dimension} (shape {y.shape if batched else y.shape[1:]}), "
+                             f"the model {model.dimension}; expected (T, D) or (N, T, D) with D = {model.dimension}")
         p = model.num_lags
         if num_timesteps <= p:
-            raise ShapeError(f"{owner}: sequences of {num_timesteps} steps leave nothing to model with "
-                             f"num_lags={p}")
+            raise ShapeError(f"{owner}: data has sequences of {num_timesteps} steps, which leave nothing to model "
+                             f"with num_lags={p}; expected T > {p}")
+        _check_observations(owner, "data", y)
         lengths, mask, log_prior, term_mask = _prepare_common(owner, num_sequences, num_timesteps,
                                                               model.num_states, state_prior, mask, lengths,
                                                               batched, num_lags=p)
@@ -482,6 +617,7 @@ class _ARProblem(_Problem):
         if np.any(lengths - p < 1):
             raise InvalidArgumentError(f"{owner}: every length must exceed num_lags={p}, got {lengths}")
         self.model, self.floor, self.freeze = model, float(floor), freeze
+        self.num_states, self.num_features = model.num_states, dimension * (p + 1) + 1
         dtype = self.y.dtype
         self.prior = prior if prior is not None else (0.0, jnp.zeros((dimension, dimension), dtype), 0.0)
         self.tied = bool(tied) or bool(getattr(model, "tied", False))  # a tied model stays tied
@@ -532,18 +668,24 @@ class _CategoricalProblem(_Problem):
     def __init__(self, owner, model, data, state_prior, mask, lengths, freeze, concentration=1.0):
         x, batched = _as_batch(owner, "data", data, 2)
         if not jnp.issubdtype(x.dtype, jnp.integer):
-            raise ArprobTypeError(f"{owner}: HMM data must be integer tokens, got dtype {x.dtype}")
+            raise ArprobTypeError(f"{owner}: data for an HMM must be integer tokens, got dtype {x.dtype}; mark "
+                                  "missing tokens with mask=False (any integer there)")
         num_sequences, num_timesteps = x.shape
         num_states = model.initial_probs.shape[-1]
         lengths, mask, log_prior, _ = _prepare_common(owner, num_sequences, num_timesteps, num_states,
                                                       state_prior, mask, lengths, batched)
         vocab_size = model.emission_probs.shape[-1]
         tokens = np.asarray(x)
-        if np.any(mask & ((tokens < 0) | (tokens >= vocab_size))):
-            raise InvalidArgumentError(f"{owner}: observed tokens must be in [0, {vocab_size})")
+        bad = mask & ((tokens < 0) | (tokens >= vocab_size))
+        if np.any(bad):
+            where = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise InvalidArgumentError(f"{owner}: data holds token {tokens[where]} at index "
+                                       f"{where if batched else where[1:]}; observed tokens must be in "
+                                       f"[0, {vocab_size}) (vocab_size of the model's emission_probs)")
         self.x = jnp.asarray(np.where(mask, tokens, 0))
         self.mask, self.log_prior, self.lengths = jnp.asarray(mask), jnp.asarray(log_prior), jnp.asarray(lengths)
         self.model, self.freeze, self.vocab_size = model, freeze, vocab_size
+        self.num_states, self.num_features = num_states, 1
         self.concentration = float(concentration)
 
     def initial_params(self, key):
