@@ -41,8 +41,22 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import optimize
 
-from arprob._random import _gumbel_from_words, categorical, gumbel
-from arprob._validation import check_logits, check_positive_int, check_probs
+from arprob import _random
+from arprob._random import _gumbel_from_words
+from arprob._validation import (
+    _show,
+    check_choice,
+    check_int,
+    check_key,
+    check_logits,
+    check_memory,
+    check_probs,
+    check_real,
+    check_real_array,
+    check_sample_shape,
+    check_work,
+    is_concrete,
+)
 from arprob.errors import ArprobTypeError, InvalidArgumentError, ShapeError
 
 __all__ = [
@@ -69,15 +83,98 @@ _UINT = {8: jnp.uint8, 16: jnp.uint16, 32: jnp.uint32, 64: jnp.uint64}
 
 
 # ---------------------------------------------------------------------------
+# the library's sampler, with its arguments checked
+# ---------------------------------------------------------------------------
+
+
+def _widened(value):
+    """Half-precision arrays (bfloat16, float16: ml_dtypes, not numpy numbers) as float64 for the checks."""
+    dtype = getattr(value, "dtype", None)
+    if dtype is not None and not isinstance(value, (str, bytes)) and jnp.issubdtype(dtype, jnp.floating) \
+            and np.dtype(dtype) not in (np.dtype("float32"), np.dtype("float64")):
+        return np.asarray(value, dtype=np.float64)
+    return value
+
+
+def _check_logits_argument(owner: str, logits):
+    """Refuse strings, None, non-numeric dtypes; for concrete logits also NaN, +inf and rows of only -inf."""
+    if isinstance(logits, (str, bytes)) or logits is None:
+        raise ArprobTypeError(f"{owner}: logits must be an array of real log-weights, got {_show(logits)}")
+    if not is_concrete(logits):
+        if not jnp.issubdtype(logits.dtype, jnp.number) or jnp.issubdtype(logits.dtype, jnp.complexfloating):
+            raise ArprobTypeError(f"{owner}: logits has dtype {logits.dtype}, expected real log-weights")
+        return logits
+    array = check_real_array(owner, "logits", _widened(logits), allow_neg_inf=True)
+    if array.ndim < 1 or array.shape[-1] < 1:
+        raise ShapeError(f"{owner}: logits has shape {array.shape}, expected (..., vocab_size) with vocab_size >= 1")
+    check_logits(owner, "logits", array)
+    return logits
+
+
+def categorical(key, logits, shape=None):
+    r"""Draw ``argmax(logits + G)`` over the last axis, with untruncated Gumbel noise.
+
+    :func:`arprob._random.categorical` (the sampler every arprob sampler uses) with its
+    arguments checked: ``key`` is one PRNG key; ``logits`` are real with ``-inf`` for impossible
+    tokens, and concrete logits with NaN, ``+inf`` or a row of only ``-inf`` are refused (a draw
+    from them has no law; ``jax.random.categorical`` returns token 0); ``shape`` is a tuple of
+    non-negative ints ending with dimensions that broadcast with ``logits.shape[:-1]``, and the
+    noise it needs must fit in memory.  Inside ``jit`` the values of traced logits are not checked.
+
+    Same contract as ``jax.random.categorical(key, logits, axis=-1, shape=shape)``: the result
+    has shape ``shape`` (default ``logits.shape[:-1]``); ties go to the first index.  The law is
+    :math:`\text{softmax}(l)` up to float rounding, without the tail cut of
+    ``jax.random.categorical`` (theorem 13, part 6, ``proofs/13-float32-gumbel-max.md``).
+    """
+    owner = "categorical"
+    check_key(owner, key)
+    _check_logits_argument(owner, logits)
+    if shape is not None:
+        shape = check_sample_shape(owner, shape, name="shape")
+    logits = jnp.asarray(logits)
+    if logits.ndim >= 1:
+        batch = shape if shape is not None else logits.shape[:-1]
+        check_memory(owner, f"drawing shape={tuple(batch)} over {logits.shape[-1]:,} tokens (two noise words "
+                     "and a float per token)", (*batch, logits.shape[-1]), itemsize=24,
+                     fix="draw fewer samples per call (split the draw in batches)")
+    return _random.categorical(key, logits, shape)
+
+
+def gumbel(key, shape=(), dtype=None):
+    """Standard Gumbel noise of ``shape``, not truncated where it matters.
+
+    :func:`arprob._random.gumbel` with its arguments checked: one PRNG ``key``, ``shape`` a
+    tuple of non-negative ints whose noise fits in memory, ``dtype`` ``float32``, ``float64``
+    or ``None`` (JAX's default float dtype).  Values lie in ``[gumbel_floor, gumbel_cap]``
+    with ``mode="arprob"``; law in ``proofs/13-float32-gumbel-max.md``.
+    """
+    owner = "gumbel"
+    check_key(owner, key)
+    shape = check_sample_shape(owner, shape, name="shape")
+    if dtype is not None:
+        try:
+            np.dtype(dtype)
+        except TypeError:
+            raise ArprobTypeError(f"{owner}: dtype={dtype!r} is not a dtype; expected float32, float64 or None "
+                                  "(JAX's default float dtype)") from None
+    check_memory(owner, f"noise of shape {shape}", shape, itemsize=24, fix="ask for less noise per call")
+    return _random.gumbel(key, shape, dtype)
+
+
+# ---------------------------------------------------------------------------
 # the range of the noise
 # ---------------------------------------------------------------------------
 
 
 def _float_dtype(owner: str, dtype) -> np.dtype:
+    if dtype is None or isinstance(dtype, (bool, int, float)):
+        raise ArprobTypeError(f"{owner}: dtype={dtype!r} is not a dtype; expected a float dtype such as "
+                              "'float32' (float16, bfloat16, float32, float64)")
     try:
         dtype = jnp.dtype(dtype)
-    except TypeError as error:
-        raise ArprobTypeError(f"{owner}: dtype={dtype!r} is not a dtype; expected a float dtype") from error
+    except TypeError:
+        raise ArprobTypeError(f"{owner}: dtype={dtype!r} is not a dtype; expected a float dtype such as "
+                              "'float32' (float16, bfloat16, float32, float64)") from None
     if not jnp.issubdtype(dtype, jnp.floating):
         raise ArprobTypeError(f"{owner}: dtype={dtype}, expected a float dtype (float16, bfloat16, float32, float64)")
     if dtype == jnp.dtype("float64") and not jax.config.jax_enable_x64:
@@ -108,8 +205,7 @@ def _constant_bits_impl():
 
 def _extremes(owner: str, dtype, mode: str) -> tuple[float, float]:
     dtype = _float_dtype(owner, dtype)
-    if mode not in MODES:
-        raise InvalidArgumentError(f"{owner}: mode={mode!r}, expected one of {MODES}")
+    check_choice(owner, "mode", mode, MODES)
     if mode == "arprob":
         noise_dtype = np.dtype("float64") if dtype == jnp.dtype("float64") else np.dtype("float32")
         uint = jnp.uint64 if noise_dtype == np.dtype("float64") else jnp.uint32
@@ -162,18 +258,29 @@ def gumbel_floor(dtype="float32", mode: str = "low") -> float:
 # ---------------------------------------------------------------------------
 
 
+_TOTAL_CLAMP = -700.0
+
+
 def _check_range(owner: str, cap, floor) -> tuple[float, float]:
-    cap, floor = float(cap), float(floor)
-    if math.isnan(cap) or math.isnan(floor) or not floor < cap or cap == -math.inf or floor == math.inf:
-        raise InvalidArgumentError(
-            f"{owner}: need floor < cap with floor < +inf and cap > -inf, got floor={floor}, cap={cap} "
-            "(use gumbel_floor/gumbel_cap, or floor=-inf for no lower clamp)"
-        )
-    return cap, floor
+    fix = "use gumbel_cap/gumbel_floor, cap=math.inf for no upper clamp, floor=-math.inf for no lower clamp"
+    cap = check_real(owner, "cap", cap, allow_inf=True, fix=fix)
+    floor = check_real(owner, "floor", floor, allow_inf=True, fix=fix)
+    if cap == -math.inf:
+        raise InvalidArgumentError(f"{owner}: cap=-inf leaves no value for the noise; expected cap > -inf ({fix})")
+    if floor == math.inf:
+        raise InvalidArgumentError(f"{owner}: floor=+inf leaves no value for the noise; expected floor < +inf "
+                                   f"({fix})")
+    if not floor < cap:
+        raise InvalidArgumentError(f"{owner}: floor={floor} is not below cap={cap}; expected floor < cap ({fix})")
+    # Below -700 a clamp is total in float64 (P(G > -700) = 1 - exp(-e^700) rounds to 1, P(G < -700) to 0), so
+    # such a cap acts as -700 and such a floor as no floor: same answers, and e^{-cap} does not overflow
+    if floor < _TOTAL_CLAMP:
+        floor = -math.inf
+    return max(cap, _TOTAL_CLAMP), floor
 
 
 def _as_logits(owner: str, logits) -> np.ndarray:
-    array = np.asarray(logits, dtype=np.float64)
+    array = check_real_array(owner, "logits", _widened(logits), allow_neg_inf=True)
     if array.ndim < 1 or array.shape[-1] < 1:
         raise ShapeError(f"{owner}: logits has shape {array.shape}, expected (..., vocab_size) with vocab_size >= 1")
     check_logits(owner, "logits", array)
@@ -344,7 +451,7 @@ def worst_case_tv_bound(vocab_size: int, cap: float, floor: float = -math.inf) -
     the worst); it is at most :math:`V e^{-b}`.
     """
     owner = "worst_case_tv_bound"
-    vocab_size = check_positive_int(owner, "vocab_size", vocab_size)
+    vocab_size = check_int(owner, "vocab_size", vocab_size, minimum=1)
     cap, floor = _check_range(owner, cap, floor)
     return float(-math.expm1(-vocab_size * math.exp(-cap)) + (math.exp(-math.exp(-floor))
                                                              if floor > -math.inf else 0.0))
@@ -360,7 +467,7 @@ def library_tv_bound(vocab_size: int, dtype="float32") -> float:
     :math:`10^{-6}` per token in float32 (part 4), which does not thin the tail.
     """
     owner = "library_tv_bound"
-    vocab_size = check_positive_int(owner, "vocab_size", vocab_size)
+    vocab_size = check_int(owner, "vocab_size", vocab_size, minimum=1)
     dtype = _float_dtype(owner, dtype)
     if dtype == jnp.dtype("float64"):
         return vocab_size * 2.0**-75
@@ -405,7 +512,7 @@ def suppression_bound(logits, cap: float, floor: float = -math.inf) -> np.ndarra
 
 
 def _as_probs(owner: str, name: str, probs) -> np.ndarray:
-    array = np.asarray(probs, dtype=np.float64)
+    array = check_real_array(owner, name, _widened(probs), finite=False)
     if array.ndim < 1 or array.shape[-1] < 1:
         raise ShapeError(f"{owner}: {name} has shape {array.shape}, expected (..., vocab_size)")
     check_probs(owner, name, array)
@@ -414,7 +521,10 @@ def _as_probs(owner: str, name: str, probs) -> np.ndarray:
 
 def entropy(probs) -> np.ndarray:
     r"""Shannon entropy :math:`-\sum_v p_v \log p_v` in nats over the last axis (:math:`0 \log 0 = 0`)."""
-    array = _as_probs("entropy", "probs", probs)
+    return _entropy(_as_probs("entropy", "probs", probs))
+
+
+def _entropy(array: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         terms = np.where(array > 0, -array * np.log(np.where(array > 0, array, 1.0)), 0.0)
     return terms.sum(axis=-1)
@@ -424,9 +534,12 @@ def tempered(probs, temperature: float) -> np.ndarray:
     r""":math:`\text{softmax}(\log p / T)`: zero entries stay zero; ``temperature`` in :math:`(0, \infty)`."""
     owner = "tempered"
     array = _as_probs(owner, "probs", probs)
-    temperature = float(temperature)
-    if not temperature > 0 or math.isinf(temperature):
-        raise InvalidArgumentError(f"{owner}: temperature={temperature}, expected a finite value > 0")
+    temperature = check_real(owner, "temperature", temperature, low=0.0, low_open=True,
+                             fix="pass a finite temperature > 0 (1 leaves the law unchanged)")
+    return _tempered(array, temperature)
+
+
+def _tempered(array: np.ndarray, temperature: float) -> np.ndarray:
     with np.errstate(divide="ignore"):
         logits = np.log(array) / temperature
     return _softmax(logits)
@@ -454,7 +567,11 @@ def effective_temperature(probs, law) -> float:
     reference = _as_probs(owner, "probs", probs)
     if reference.ndim != 1:
         raise ShapeError(f"{owner}: probs has shape {reference.shape}, expected (vocab_size,)")
-    target = float(entropy(law))
+    target = float(_entropy(_as_probs(owner, "law", np.ravel(law) if np.ndim(law) > 1 else law)))
+    return _effective_temperature(owner, reference, target)
+
+
+def _effective_temperature(owner: str, reference: np.ndarray, target: float) -> float:
     support = reference[reference > 0]
     if np.allclose(support, support[0], rtol=1e-12, atol=0):
         raise InvalidArgumentError(
@@ -469,7 +586,7 @@ def effective_temperature(probs, law) -> float:
         return math.inf
 
     def excess(log_temperature: float) -> float:
-        return float(entropy(tempered(reference, math.exp(log_temperature)))) - target
+        return float(_entropy(_tempered(reference, math.exp(log_temperature)))) - target
 
     low, high = -1.0, 1.0
     while excess(low) > 0:  # temperatures e^-1, e^-2, e^-4, ...
@@ -527,9 +644,31 @@ def masked_diffusion_token_law(probs, num_steps: int, cap: float, floor: float =
     reference = _as_probs(owner, "probs", probs)
     if reference.ndim != 1:
         raise ShapeError(f"{owner}: probs has shape {reference.shape}, expected (vocab_size,)")
-    num_steps = check_positive_int(owner, "num_steps", num_steps)
-    chunk = check_positive_int(owner, "chunk", chunk)
+    num_steps = check_int(owner, "num_steps", num_steps, minimum=1)
+    chunk = check_int(owner, "chunk", chunk, minimum=1)
     cap, floor = _check_range(owner, cap, floor)
+    return _token_law(owner, reference, num_steps, cap, floor, chunk)
+
+
+#: Cost model of :func:`masked_diffusion_token_law`, in elementary operations (about a nanosecond each
+#: on a CPU core): per step and outcome (V tokens and the mask), and per chunk (one pass of the loop).
+_COST_PER_ENTRY, _COST_PER_CHUNK = 64, 10**5
+#: Refused above this many operations (measured: 10**5 steps of V = 4 take 0.3 s, 10**4 steps of
+#: V = 1000 take 0.6 s, so 10**12 operations is a quarter of an hour or more).
+_MAX_TOKEN_LAW_WORK = 1e12
+
+
+def _token_law(owner: str, reference: np.ndarray, num_steps: int, cap: float, floor: float,
+               chunk: int) -> np.ndarray:
+    """:func:`masked_diffusion_token_law` on checked arguments; refuses what would not finish."""
+    chunk = min(chunk, num_steps)
+    outcomes = reference.size + 1
+    work = num_steps * outcomes * _COST_PER_ENTRY + math.ceil(num_steps / chunk) * _COST_PER_CHUNK
+    check_work(owner, f"num_steps={num_steps:,} reverse steps over {outcomes:,} outcomes (chunk={chunk:,})", work,
+               limit=_MAX_TOKEN_LAW_WORK, fix="use fewer steps (the law converges as num_steps grows: compare a "
+               "few values), or a larger chunk")
+    check_memory(owner, f"chunk={chunk:,} steps over {outcomes:,} outcomes", (chunk, outcomes, 16), itemsize=8,
+                 fix="use a smaller chunk")
     vocab_size = reference.size
     with np.errstate(divide="ignore"):
         token_logits = np.log(reference)
@@ -594,13 +733,17 @@ def masked_diffusion_summary(probs, num_steps: int, dtype="float32", mode: str =
     ``mode`` (``jax.random.categorical`` by default: float32, ``"low"``), modelled
     as clamped to ``[gumbel_floor(dtype, mode), gumbel_cap(dtype, mode)]``.
     """
-    floor, cap = _extremes("masked_diffusion_summary", dtype, mode)
-    reference = _as_probs("masked_diffusion_summary", "probs", probs)
-    law = masked_diffusion_token_law(reference, num_steps, cap, floor)
+    owner = "masked_diffusion_summary"
+    reference = _as_probs(owner, "probs", probs)
+    if reference.ndim != 1:
+        raise ShapeError(f"{owner}: probs has shape {reference.shape}, expected (vocab_size,)")
+    num_steps = check_int(owner, "num_steps", num_steps, minimum=1)
+    floor, cap = _extremes(owner, dtype, mode)
+    law = _token_law(owner, reference, num_steps, cap, floor, 32)
     return MaskedDiffusionPrecision(
-        entropy=float(entropy(reference)),
-        sampler_entropy=float(entropy(law)),
-        temperature=effective_temperature(reference, law),
+        entropy=float(_entropy(reference)),
+        sampler_entropy=float(_entropy(law)),
+        temperature=_effective_temperature(owner, reference, float(_entropy(law))),
         tv=float(0.5 * np.abs(law - reference).sum()),
         law=law,
     )
@@ -679,15 +822,23 @@ def jax_grouped_law(group_logits, group_sizes, dtype="float32") -> np.ndarray:
     if np.dtype(dtype) not in _GRID_BITS:
         raise ArprobTypeError(f"{owner}: dtype={dtype}, expected float32, float16 or bfloat16 (the grid of "
                               "float64 has 2**52 points)")
-    logits = np.asarray(group_logits, dtype=np.float64)
+    logits = check_real_array(owner, "group_logits", _widened(group_logits))
+    if logits.ndim != 1 or logits.size == 0:
+        raise ShapeError(f"{owner}: group_logits has shape {logits.shape}, expected a non-empty 1-d array (one logit "
+                         "per group)")
+    check_real_array(owner, "group_sizes", group_sizes)  # numbers, finite
     sizes = np.asarray(group_sizes)
-    if logits.ndim != 1 or sizes.shape != logits.shape or logits.size == 0:
-        raise ShapeError(f"{owner}: group_logits {logits.shape} and group_sizes {sizes.shape} must be 1-d, "
-                         "non-empty and of the same length")
-    if not np.all(np.isfinite(logits)):
-        raise InvalidArgumentError(f"{owner}: group_logits must be finite, got {logits}")
-    if not np.issubdtype(sizes.dtype, np.integer) or np.any(sizes < 1):
-        raise InvalidArgumentError(f"{owner}: group_sizes must be integers >= 1, got {sizes}")
+    if sizes.shape != logits.shape:
+        raise ShapeError(f"{owner}: group_sizes has shape {sizes.shape} but group_logits has shape {logits.shape}; "
+                         "expected one size per group")
+    if not np.issubdtype(sizes.dtype, np.integer):
+        raise ArprobTypeError(f"{owner}: group_sizes has dtype {sizes.dtype}, expected integers >= 1 (the number of "
+                              "tokens in each group)")
+    if np.any(sizes < 1):
+        raise InvalidArgumentError(f"{owner}: group_sizes must be integers >= 1, got {sizes.tolist()}")
+    bits = _GRID_BITS[np.dtype(dtype)][1]
+    check_memory(owner, f"{logits.size:,} groups of 2**{bits} noise values", (logits.size, 2**bits, 3), itemsize=8,
+                 fix="use fewer groups")
     grid = jnp.asarray(_jax_noise_grid(dtype))
     resolution = 2.0 ** -np.log2(grid.size)
     tables = []

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from scipy import integrate, stats
 
 from arprob import precision
+from arprob.errors import InvalidProbabilityError
 from arprob._random import _gumbel_from_words
 from arprob.errors import ArprobError, ArprobTypeError, InvalidArgumentError, ShapeError
 from arprob.verify import gof
@@ -269,10 +270,12 @@ def test_arprob_categorical_contract():
     keys = jax.random.split(key, 2)
     batched = jax.vmap(lambda k: precision.categorical(k, logits))(keys)
     np.testing.assert_array_equal(batched, np.stack([precision.categorical(k, logits) for k in keys]))
-    small = jnp.array([[0.0, -jnp.inf, -jnp.inf, -jnp.inf], [-jnp.inf, 0.0, -jnp.inf, 0.0],
-                       [-jnp.inf] * 4], jnp.float32)  # one possible token; two; none (index 0, like JAX)
-    draws = np.asarray(precision.categorical(key, small, shape=(200, 3)))
-    assert np.all(draws[:, 0] == 0) and set(np.unique(draws[:, 1])) == {1, 3} and np.all(draws[:, 2] == 0)
+    small = jnp.array([[0.0, -jnp.inf, -jnp.inf, -jnp.inf], [-jnp.inf, 0.0, -jnp.inf, 0.0]],
+                      jnp.float32)  # one possible token; two
+    draws = np.asarray(precision.categorical(key, small, shape=(200, 2)))
+    assert np.all(draws[:, 0] == 0) and set(np.unique(draws[:, 1])) == {1, 3}
+    with pytest.raises(InvalidProbabilityError, match="every log-weight is -inf"):  # no possible token
+        precision.categorical(key, jnp.full((1, 4), -jnp.inf))
     half = precision.categorical(key, jnp.zeros(5, jnp.bfloat16), shape=(100,))
     assert half.min() >= 0 and half.max() < 5
     assert precision.categorical(key, jnp.arange(4), shape=(10,)).shape == (10,)

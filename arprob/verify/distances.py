@@ -25,19 +25,28 @@ from __future__ import annotations
 
 import numpy as np
 
-from arprob._validation import check_probs
+from arprob._validation import check_probs, check_real_array
 from arprob.errors import ShapeError
+from arprob.verify.gof import _widened
 
 __all__ = ["chi2_divergence", "hellinger", "kl", "tv"]
 
 
+def _law(owner: str, name: str, value) -> np.ndarray:
+    """``value`` as a float64 law: real numbers, non-empty, finite, non-negative, summing to one."""
+    array = check_real_array(owner, name, _widened(value), finite=False)
+    if array.size == 0:
+        raise ShapeError(f"{owner}: {name} is empty (shape {array.shape}); expected a law over at least one outcome")
+    check_probs(owner, name, array.ravel())
+    return array
+
+
 def _pair(owner: str, p, q):
-    p = np.asarray(p, dtype=np.float64)
-    q = np.asarray(q, dtype=np.float64)
+    p = _law(owner, "p", p)
+    q = _law(owner, "q", q)
     if p.shape != q.shape:
-        raise ShapeError(f"{owner}: p has shape {p.shape} but q has shape {q.shape}; expected equal shapes")
-    check_probs(owner, "p", p.ravel())
-    check_probs(owner, "q", q.ravel())
+        raise ShapeError(f"{owner}: p has shape {p.shape} but q has shape {q.shape}; expected two laws of the same "
+                         "shape over the same outcomes (check that both enumerate the same space)")
     return p.ravel(), q.ravel()
 
 

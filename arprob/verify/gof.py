@@ -35,15 +35,18 @@ A sample on an outcome of probability zero is an immediate failure:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
+import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
 from arprob._enumerate import decode_index
-from arprob.errors import InvalidArgumentError, InvalidTokenError, ShapeError
+from arprob._validation import _show, check_choice, check_int, check_probs, check_real, check_real_array
+from arprob.errors import ArprobTypeError, InvalidArgumentError, InvalidTokenError, ShapeError
 
-__all__ = ["Counts", "GofResult", "gof", "projected_law", "STATISTICS"]
+__all__ = ["Counts", "GofResult", "check_projection", "gof", "projected_law", "STATISTICS"]
 
 STATISTICS = ("pearson", "g", "head")
 MIN_EXPECTED = 5.0
@@ -51,13 +54,150 @@ G_MIN_EXPECTED = 10.0
 HEAD_SIZE = 16
 
 
+# -- validation of what the tests are given --------------------------------------------------
+
+
+def _is_integer(value) -> bool:
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    if isinstance(value, (int, np.integer)):
+        return True
+    return np.ndim(value) == 0 and hasattr(value, "dtype") and np.issubdtype(np.asarray(value).dtype, np.integer)
+
+
+def check_projection(owner: str, name: str, projection, length: int | None) -> tuple[int, ...]:
+    """Return ``projection`` as a tuple of distinct integer positions in ``[0, length)``.
+
+    ``length=None`` checks only that the positions are distinct non-negative integers.  Used by
+    :func:`gof`, :func:`projected_law`, :class:`Counts` and the parsing of ``projections=`` of
+    :func:`~arprob.verify.check`.
+    """
+    example = "(0, 2)" if length is None or length > 2 else "(0,)"
+    if isinstance(projection, (str, bytes)) or not hasattr(projection, "__iter__"):
+        raise ArprobTypeError(f"{owner}: {name} must be a tuple of positions such as {example}, got "
+                              f"{_show(projection)}")
+    items = tuple(projection)
+    if not items:
+        raise InvalidArgumentError(f"{owner}: {name} is empty; expected at least one position"
+                                   + (f" in [0, {length})" if length is not None else "")
+                                   + " (pass None to test the whole sequence)")
+    for item in items:
+        if not _is_integer(item):
+            raise ArprobTypeError(f"{owner}: {name} = {projection!r} holds {_show(item)}; expected integer "
+                                  f"positions such as {example}")
+    positions = tuple(int(item) for item in items)
+    upper = "" if length is None else f", {length})"
+    for position in positions:
+        if position < 0 or (length is not None and position >= length):
+            raise InvalidArgumentError(
+                f"{owner}: {name} = {positions} holds position {position}, expected positions in "
+                + (f"[0{upper}" if length is not None else "[0, length)")
+                + (" (negative positions do not count from the end)" if position < 0 else ""))
+    if len(set(positions)) != len(positions):
+        repeated = next(p for p in positions if positions.count(p) > 1)
+        raise InvalidArgumentError(f"{owner}: {name} = {positions} repeats position {repeated}; expected "
+                                   "distinct positions")
+    return positions
+
+
+def _widened(value):
+    """Half-precision arrays (bfloat16, float16 of ml_dtypes, which numpy does not count as numbers) as float64."""
+    dtype = getattr(value, "dtype", None)
+    if dtype is not None and not isinstance(value, (str, bytes)) and jnp.issubdtype(dtype, jnp.floating) \
+            and np.dtype(dtype) not in (np.dtype("float32"), np.dtype("float64")):
+        return np.asarray(value, dtype=np.float64)
+    return value
+
+
+def _law_array(owner: str, name: str, law) -> np.ndarray:
+    """A law given as an array: real, non-empty, finite, non-negative and summing to one (float64)."""
+    array = check_real_array(owner, name, _widened(law), finite=False)
+    if array.size == 0:
+        raise ShapeError(f"{owner}: {name} is empty (shape {array.shape}); expected probabilities over all "
+                         "vocab_size**length sequences")
+    check_probs(owner, name, array.ravel())
+    return array
+
+
+def _power_matches(size: int, vocab_size: int, length: int) -> bool:
+    """``vocab_size**length == size``, compared on logarithms first so that huge powers are never formed."""
+    if vocab_size == 1:
+        return size == 1
+    if abs(length * math.log2(vocab_size) - math.log2(max(size, 1))) > 1e-6:
+        return False
+    return vocab_size**length == size
+
+
+def _tokens(owner: str, samples) -> np.ndarray:
+    """Samples given as tokens: a non-empty integer array of shape ``(num_samples, length)``."""
+    if isinstance(samples, (str, bytes)) or samples is None:
+        raise ArprobTypeError(f"{owner}: samples must be integer tokens of shape (num_samples, length) or a "
+                              f"Counts, got {_show(samples)}")
+    try:
+        tokens = np.asarray(samples)
+    except (TypeError, ValueError) as error:  # ragged lists
+        raise ArprobTypeError(f"{owner}: samples must be integer tokens of shape (num_samples, length), got "
+                              f"{_show(samples)} ({error})") from None
+    if tokens.ndim != 2:
+        raise ShapeError(f"{owner}: samples has shape {tokens.shape}, expected (num_samples, length) integer "
+                         "tokens (one row per sample)")
+    if not np.issubdtype(tokens.dtype, np.integer):
+        if np.issubdtype(tokens.dtype, np.floating) and np.isnan(tokens).any():
+            what = "NaN"
+        else:
+            what = f"dtype {tokens.dtype}"
+        raise InvalidTokenError(f"{owner}: samples has {what}, expected integer token ids (cast with "
+                                ".astype(int) once they are known to be whole token ids)")
+    if tokens.shape[0] == 0:
+        raise InvalidArgumentError(f"{owner}: samples is empty (shape {tokens.shape}); a goodness-of-fit test "
+                                   "needs at least one sample")
+    if tokens.shape[1] == 0:
+        raise ShapeError(f"{owner}: samples has shape {tokens.shape}, sequences of length 0; expected "
+                         "(num_samples, length) with length >= 1")
+    return tokens
+
+
 @dataclass(frozen=True)
 class Counts:
-    """Counts of samples over the cells of a projection (lexicographic cell order)."""
+    """Counts of samples over the cells of a projection (lexicographic cell order).
+
+    ``counts`` is 1-d, of non-negative whole numbers, with ``vocab_size ** len(projection)`` cells
+    (``vocab_size ** length`` for ``projection=None``).
+    """
 
     counts: np.ndarray
     vocab_size: int
     projection: tuple[int, ...] | None = None
+
+    def __post_init__(self):
+        owner = "Counts"
+        counts = check_real_array(owner, "counts", self.counts, dtype=np.asarray(self.counts).dtype
+                                  if isinstance(self.counts, np.ndarray) else np.float64)
+        if counts.dtype == np.bool_:
+            raise ArprobTypeError(f"{owner}: counts has dtype bool, expected counts (whole numbers >= 0)")
+        if counts.ndim != 1 or counts.size == 0:
+            raise ShapeError(f"{owner}: counts has shape {counts.shape}, expected a non-empty 1-d array of "
+                             "counts over the cells (flatten it in lexicographic order)")
+        if np.any(counts < 0) or np.any(counts != np.floor(counts)):
+            bad = counts[(counts < 0) | (counts != np.floor(counts))][0]
+            raise InvalidArgumentError(f"{owner}: counts holds {bad:g}, expected whole numbers >= 0 (numbers "
+                                       "of samples per cell)")
+        vocab_size = check_int(owner, "vocab_size", self.vocab_size, minimum=1)
+        projection = None if self.projection is None else check_projection(
+            owner, "projection", self.projection, None)
+        if projection is not None:
+            if not _power_matches(counts.size, vocab_size, len(projection)):
+                raise ShapeError(f"{owner}: counts has {counts.size} cells, but vocab_size={vocab_size} and "
+                                 f"projection={projection} give {vocab_size}**{len(projection)} cells")
+        else:
+            length = round(math.log(counts.size) / math.log(vocab_size)) if vocab_size > 1 else 1
+            if not _power_matches(counts.size, vocab_size, length):
+                raise ShapeError(f"{owner}: counts has {counts.size} cells, which is not a power of "
+                                 f"vocab_size={vocab_size}; expected vocab_size**length cells for the whole "
+                                 "sequence (or pass projection=...)")
+        object.__setattr__(self, "counts", counts)
+        object.__setattr__(self, "vocab_size", vocab_size)
+        object.__setattr__(self, "projection", projection)
 
     @property
     def num_samples(self) -> int:
@@ -177,10 +317,8 @@ def _test_counts(observed: np.ndarray, probs: np.ndarray, statistic: str,
     return value, df, float(stats.chi2.sf(value, df)), method, zero_hits
 
 
-def projected_law(law, vocab_size: int, length: int, projection) -> np.ndarray:
-    """Exact law of the tokens at ``projection`` (a tuple of positions), lexicographic cells."""
-    table = np.asarray(law, dtype=np.float64).reshape((vocab_size,) * length)
-    projection = tuple(int(p) for p in projection)
+def _projected(table: np.ndarray, vocab_size: int, length: int, projection: tuple[int, ...]) -> np.ndarray:
+    table = table.reshape((vocab_size,) * length)
     others = tuple(axis for axis in range(length) if axis not in projection)
     marginal = table.sum(axis=others) if others else table
     kept = sorted(projection)
@@ -188,19 +326,54 @@ def projected_law(law, vocab_size: int, length: int, projection) -> np.ndarray:
     return marginal.ravel()
 
 
-def _law_and_shape(law, vocab_size, length):
-    if hasattr(law, "law") and callable(law.law):
-        return np.asarray(law.law(), np.float64).ravel(), law.vocab_size, law.length
-    array = np.asarray(law, dtype=np.float64)
+def projected_law(law, vocab_size: int, length: int, projection) -> np.ndarray:
+    """Exact law of the tokens at ``projection`` (a tuple of positions), lexicographic cells.
+
+    ``law`` holds the probabilities of all ``vocab_size**length`` sequences (flat lexicographic, or
+    shape ``(V,)*L``); the positions of ``projection`` are distinct, in ``[0, length)``.
+    """
+    owner = "projected_law"
+    vocab_size = check_int(owner, "vocab_size", vocab_size, minimum=1)
+    length = check_int(owner, "length", length, minimum=1)
+    table = _law_array(owner, "law", law)
+    if not _power_matches(table.size, vocab_size, length):
+        raise ShapeError(f"{owner}: law has {table.size} entries, but vocab_size={vocab_size} and length={length} "
+                         f"give {vocab_size}**{length} sequences; pass the law over all vocab_size**length "
+                         "sequences (or fix vocab_size / length)")
+    projection = check_projection(owner, "projection", projection, length)
+    return _projected(table, vocab_size, length, projection)
+
+
+def _law_and_shape(owner: str, law, vocab_size, length):
+    """The flat law, its vocab_size and length; ``length`` is the samples' (None for Counts of a whole sequence)."""
+    if hasattr(law, "law") and callable(law.law) and hasattr(law, "vocab_size") and hasattr(law, "length"):
+        model_vocab, model_length = int(law.vocab_size), int(law.length)
+        if vocab_size is not None and vocab_size != model_vocab:
+            raise ShapeError(f"{owner}: vocab_size={vocab_size} but the law (a model) has vocab_size={model_vocab}")
+        if length is not None and length != model_length:
+            raise ShapeError(f"{owner}: samples have length {length} but the law (a model) has length "
+                             f"{model_length}; expected samples of shape (num_samples, {model_length})")
+        flat = _law_array(owner, "law", law.law())
+        return flat.ravel(), model_vocab, model_length
+    array = _law_array(owner, "law", law)
     if vocab_size is None:
         if array.ndim > 1:
             vocab_size = array.shape[0]
         elif length:
-            vocab_size = int(round(array.size ** (1.0 / length)))
-    if vocab_size is None or vocab_size**length != array.size:
+            vocab_size = max(1, int(round(array.size ** (1.0 / length))))
+        else:
+            raise ShapeError(f"{owner}: law has shape {array.shape}; cannot tell vocab_size from a flat law "
+                             "and Counts of the whole sequence; pass vocab_size=...")
+    if array.ndim > 1 and array.shape != (vocab_size,) * array.ndim:
+        raise ShapeError(f"{owner}: law has shape {array.shape}, expected (V,)*L = ({vocab_size},)*{array.ndim} "
+                         "or a flat array over all V**L sequences")
+    if length is None:
+        length = round(math.log(array.size) / math.log(vocab_size)) if vocab_size > 1 else 1
+    if not _power_matches(array.size, vocab_size, length):
         raise ShapeError(
-            f"gof: law has {array.size} entries, which is not vocab_size**length for "
-            f"vocab_size={vocab_size}, length={length}; pass vocab_size=... or a law of shape (V,)*L"
+            f"{owner}: law has {array.size} entries but samples of length {length} over vocab_size={vocab_size} "
+            f"have {vocab_size}**{length} possible sequences; pass samples of shape (num_samples, L) and a law over "
+            "all V**L sequences (vocab_size=... when it cannot be read from the law's shape)"
         )
     return array.ravel(), vocab_size, length
 
@@ -212,7 +385,8 @@ def gof(samples, law, *, projection=None, statistic: str = "auto", vocab_size: i
     Parameters
     ----------
     samples
-        Integer tokens of shape ``(num_samples, L)``, or a :class:`Counts`.
+        Integer tokens of shape ``(num_samples, L)``, or a :class:`Counts`; at
+        least one sample.
     law
         The exact law: an array over all ``V**L`` sequences (flat lexicographic,
         or shape ``(V,)*L``), or an exact model (its ``law()`` is used).
@@ -231,37 +405,53 @@ def gof(samples, law, *, projection=None, statistic: str = "auto", vocab_size: i
     GofResult
         statistic value, degrees of freedom, p-value, method, counts.
     """
+    owner = "gof"
+    statistic = check_choice(owner, "statistic", statistic, ("auto",) + STATISTICS)
     statistic = "pearson" if statistic == "auto" else statistic
-    if statistic not in STATISTICS:
-        raise InvalidArgumentError(f"gof: statistic={statistic!r}, expected one of {('auto',) + STATISTICS}")
+    min_expected = check_real(owner, "min_expected", min_expected, low=0.0, low_open=True,
+                              fix="pass the smallest expected count per cell, e.g. 5")
+    if vocab_size is not None:
+        vocab_size = check_int(owner, "vocab_size", vocab_size, minimum=1)
     if isinstance(samples, Counts):
+        if vocab_size is not None and vocab_size != samples.vocab_size:
+            raise ShapeError(f"{owner}: vocab_size={vocab_size} but samples (Counts) has vocab_size="
+                             f"{samples.vocab_size}")
+        if projection is not None:
+            projection = check_projection(owner, "projection", projection, None)
+            if samples.projection is not None and projection != samples.projection:
+                raise InvalidArgumentError(f"{owner}: projection={projection} but samples (Counts) counts the "
+                                           f"cells of projection {samples.projection}; pass one of them")
+        if samples.num_samples == 0:
+            raise InvalidArgumentError(f"{owner}: samples (Counts) holds 0 samples; a goodness-of-fit test needs "
+                                       "at least one sample")
         counts = np.asarray(samples.counts, dtype=np.float64)
         projection = samples.projection if projection is None else projection
-        length = None
-        vocab_size = samples.vocab_size
-        if projection is None:
-            length = int(round(np.log(counts.size) / np.log(vocab_size)))
-        flat_law, vocab_size, length = _law_and_shape(law, vocab_size, length or getattr(law, "length", None)
-                                                      or int(round(np.log(np.size(law)) / np.log(vocab_size))))
+        flat_law, vocab_size, length = _law_and_shape(owner, law, samples.vocab_size, None)
+        if projection is None and flat_law.size != counts.size:
+            raise ShapeError(f"{owner}: samples (Counts) has {counts.size} cells but the law has "
+                             f"{flat_law.size} sequences; expected counts over every sequence of the law")
+        if projection is not None:
+            projection = check_projection(owner, "projection", projection, length)
+            if counts.size != vocab_size ** len(projection):
+                raise ShapeError(f"{owner}: samples (Counts) has {counts.size} cells but projection={projection} "
+                                 f"has {vocab_size}**{len(projection)}")
     else:
-        tokens = np.asarray(samples)
-        if tokens.ndim != 2:
-            raise ShapeError(f"gof: samples has shape {tokens.shape}, expected (num_samples, length)")
-        flat_law, vocab_size, length = _law_and_shape(law, vocab_size, tokens.shape[1])
-        if tokens.shape[1] != length:
-            raise ShapeError(f"gof: samples have length {tokens.shape[1]} but the law has length {length}")
-        if tokens.size and (tokens.min() < 0 or tokens.max() >= vocab_size):
+        tokens = _tokens(owner, samples)
+        flat_law, vocab_size, length = _law_and_shape(owner, law, vocab_size, tokens.shape[1])
+        low, high = int(tokens.min()), int(tokens.max())
+        if low < 0 or high >= vocab_size:
             raise InvalidTokenError(
-                f"gof: samples contain token {tokens.min() if tokens.min() < 0 else tokens.max()}, "
-                f"expected tokens in [0, {vocab_size})"
+                f"{owner}: samples contain token {low if low < 0 else high}, "
+                f"expected tokens in [0, {vocab_size}) (vocab_size={vocab_size})"
             )
+        projection = None if projection is None else check_projection(owner, "projection", projection, length)
         columns = tokens if projection is None else tokens[:, list(projection)]
         powers = vocab_size ** np.arange(columns.shape[1] - 1, -1, -1, dtype=np.int64)
         cells = vocab_size ** columns.shape[1]
         counts = np.bincount(columns.astype(np.int64) @ powers, minlength=cells).astype(np.float64)
-    probs = flat_law if projection is None else projected_law(flat_law, vocab_size, length, projection)
+    probs = flat_law if projection is None else _projected(flat_law, vocab_size, length, projection)
     if counts.size != probs.size:
-        raise ShapeError(f"gof: {counts.size} count cells but the (projected) law has {probs.size}")
+        raise ShapeError(f"{owner}: {counts.size} count cells but the (projected) law has {probs.size}")
     value, df, p_value, method, zero_hits = _test_counts(counts, probs, statistic, min_expected)
     width = length if projection is None else len(projection)
     hits = [tuple(int(t) for t in decode_index(cell, vocab_size, width)) for cell in zero_hits[:20]]

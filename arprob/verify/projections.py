@@ -56,7 +56,7 @@ import numpy as np
 
 from arprob._enumerate import all_sequences
 from arprob.errors import InvalidArgumentError
-from arprob.verify.gof import projected_law
+from arprob.verify.gof import _projected, check_projection
 
 __all__ = ["PIT_BINS", "CALIBRATION_EDGES", "Test", "auto_tests", "batch_counter", "calibration_test", "cells_of",
            "float_size_of", "target_probs"]
@@ -169,7 +169,8 @@ def parse_tests(owner: str, spec, vocab_size: int, length: int, max_joint_cells:
     if not items:
         raise InvalidArgumentError(f"{owner}: projections is an empty list; give at least one test")
     tests = []
-    for item in items:
+    for index, item in enumerate(items):
+        name = f"projections[{index}]"
         if isinstance(item, str):
             named = {"rosenblatt": Test("rosenblatt", "pit"),
                      "rosenblatt-probability": Test("rosenblatt (probability order)", "pit",
@@ -177,26 +178,18 @@ def parse_tests(owner: str, spec, vocab_size: int, length: int, max_joint_cells:
                      "calibration": Test("calibration", "calibration")}
             if item not in named:
                 raise InvalidArgumentError(
-                    f"{owner}: projection {item!r} is not understood; expected a tuple of positions, "
+                    f"{owner}: {name} = {item!r} is not understood; expected a tuple of positions, "
                     "'rosenblatt', 'rosenblatt-probability' or 'calibration'")
             tests.append(named[item])
             continue
         if conditionals_only:
             raise InvalidArgumentError(
-                f"{owner}: projection {item!r} needs the target's exact marginals, but the target is known only "
+                f"{owner}: {name} = {item!r} needs the target's exact marginals, but the target is known only "
                 "through its left-to-right conditionals; use the two-sample mode (reference=...) for projections")
-        try:
-            positions = tuple(int(p) for p in item)
-        except (TypeError, ValueError):
-            raise InvalidArgumentError(
-                f"{owner}: projection {item!r} must be a tuple of integer positions") from None
-        if (not positions or any(not 0 <= p < length for p in positions)
-                or len(set(positions)) != len(positions)):
-            raise InvalidArgumentError(
-                f"{owner}: projection {item!r} must hold distinct positions in [0, {length})")
+        positions = check_projection(owner, name, item, length)
         if _log_cells(vocab_size, len(positions)) > math.log(max_joint_cells):
             raise InvalidArgumentError(
-                f"{owner}: projection {item!r} has {vocab_size}**{len(positions)} cells, over "
+                f"{owner}: {name} = {positions} has {vocab_size}**{len(positions)} cells, over "
                 f"max_joint_cells={max_joint_cells:,}; use fewer positions")
         tests.append(Test(_name(positions), "cells", positions))
     return tests
@@ -210,7 +203,8 @@ def target_probs(test: Test, model, law, vocab_size: int, length: int):
         return None
     positions = range(length) if test.positions is None else test.positions
     if law is not None:
-        return projected_law(law, vocab_size, length, positions)
+        # check validated the law already: the unchecked projection (projected_law checks user input)
+        return _projected(np.asarray(law, np.float64), vocab_size, length, tuple(positions))
     width = len(test.positions)
     assignments = all_sequences(vocab_size, width)
     x = np.zeros((assignments.shape[0], length), dtype=np.int32)

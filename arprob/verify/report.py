@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from arprob._validation import check_int
+
 __all__ = ["Report", "TestOutcome"]
 
 
@@ -122,7 +124,10 @@ class Report:
         return self.summary()
 
     def plot(self, max_cells: int = 64):
-        """Matplotlib figure: observed vs expected counts of the largest test, and p-values."""
+        """Matplotlib figure: observed vs expected counts of the ``max_cells`` (>= 1) most likely cells of the
+        largest test, and p-values."""
+        max_cells = check_int("Report.plot", "max_cells", max_cells, minimum=1,
+                              fix="pass how many of the most likely cells to draw, e.g. max_cells=64")
         import matplotlib.pyplot as plt
 
         fig, (ax_counts, ax_p) = plt.subplots(1, 2, figsize=(11, 3.8))

@@ -20,9 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
-from arprob.errors import ArprobTypeError, InvalidArgumentError
+from arprob._validation import _show, check_int, check_real
+from arprob.errors import ArprobTypeError
 from arprob.verify.planning import detectable
 
 __all__ = ["Resolution", "resolution"]
@@ -89,11 +88,24 @@ def resolution(target, *, seconds: float = 60.0, sampler=None, alpha: float = 1e
     Resolution
     """
     from arprob.verify.check import check
+    from arprob.verify.projections import parse_tests
+    from arprob.verify.targets import resolve_target
 
     owner = "resolution"
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float, np.floating)) \
-            or not np.isfinite(seconds) or seconds <= 0:
-        raise InvalidArgumentError(f"{owner}: seconds must be a positive number, got {seconds!r}")
+    seconds = check_real(owner, "seconds", seconds, low=0.0, low_open=True,
+                         fix="pass the time budget in seconds, e.g. seconds=60")
+    if sampler is not None and not callable(sampler):
+        raise ArprobTypeError(f"{owner}: sampler must be callable as sampler(key, num_samples) (or None for the "
+                              f"target's own sample method), got {_show(sampler)}")
+    alpha = check_real(owner, "alpha", alpha, low=0.0, high=1.0, low_open=True, high_open=True,
+                       fix="alpha is the family-wise false-alarm probability, e.g. 1e-4")
+    power = check_real(owner, "power", power, low=0.0, high=1.0, low_open=True, high_open=True,
+                       fix="power is a probability of detection, e.g. 0.99")
+    max_joint_cells = check_int(owner, "max_joint_cells", max_joint_cells, minimum=2)
+    seed = check_int(owner, "seed", seed, minimum=0, maximum=2**63 - 1)
+    model, exact = resolve_target(owner, target)
+    parse_tests(owner, projections, int(model.vocab_size), int(model.length), max_joint_cells,
+                conditionals_only=not exact)
     if sampler is None:
         model = getattr(target, "model", target)
         if not hasattr(model, "sample"):
