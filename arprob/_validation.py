@@ -8,6 +8,7 @@ never force a device sync or break tracing.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 
 import jax
@@ -274,3 +275,218 @@ def check_enumeration(owner: str, vocab_size: int, length: int, *, factor: int =
         "use a smaller vocabulary or length, raise max_entries if memory allows, "
         "or verify on projections (arprob.verify.check does this automatically)"
     )
+
+
+# -- arguments of every public entry point --------------------------------------------------
+#
+# The helpers below are the one validation layer behind arprob's public functions.  Each names
+# the function (``owner``), the argument, what was expected, what was given and how to fix it.
+# Tracers pass unchecked where a check needs values; checks on shapes and dtypes also run on
+# tracers, since those are known while tracing.
+
+
+def _show(value, limit: int = 60) -> str:
+    """A short description of a user's value for an error message."""
+    if isinstance(value, (jax.Array, np.ndarray)) or hasattr(value, "shape") and hasattr(value, "dtype"):
+        return f"an array of shape {tuple(np.shape(value))} and dtype {value.dtype}"
+    text = repr(value)
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return f"{type(value).__name__} {text}"
+
+
+def check_key(owner: str, key, name: str = "key"):
+    """Check a single PRNG key: a typed key of shape ``()`` or a legacy ``uint32`` key of shape ``(2,)``.
+
+    Returns the key unchanged.  Batched keys, integers, floats and other arrays are refused with
+    the fix (``jax.random.key(seed)``; ``jax.random.split`` for several draws).
+    """
+    fix = "pass jax.random.key(seed) (or the legacy jax.random.PRNGKey(seed))"
+    if not hasattr(key, "dtype") or not hasattr(key, "shape") or isinstance(key, (bool, int, float, np.generic)):
+        raise ArprobTypeError(f"{owner}: {name} must be a PRNG key, got {_show(key)}; {fix}")
+    shape = tuple(key.shape)
+    if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+        if shape != ():
+            raise ShapeError(
+                f"{owner}: {name} is a batch of keys of shape {shape}, expected one key of shape (); "
+                "pass a single key (the function splits it itself), or map over the batch with jax.vmap"
+            )
+        return key
+    if np.dtype(key.dtype) == np.uint32:
+        if shape == (2,):
+            return key
+        if len(shape) >= 2 and shape[-1] == 2:
+            raise ShapeError(
+                f"{owner}: {name} is a batch of {int(np.prod(shape[:-1]))} legacy keys of shape {shape}, "
+                "expected one key of shape (2,); pass a single key (the function splits it itself), "
+                "or map over the batch with jax.vmap"
+            )
+    raise ArprobTypeError(f"{owner}: {name} must be a PRNG key, got {_show(key)}; {fix}")
+
+
+def check_int(owner: str, name: str, value, minimum: int | None = None, maximum: int | None = None,
+              *, fix: str = "") -> int:
+    """Return ``value`` as an int, or raise if it is not an integer in ``[minimum, maximum]``.
+
+    Python and NumPy integers (and 0-d integer arrays) are accepted; ``bool``, floats (even
+    ``3.0``) and strings are refused, so a mistyped argument never rounds silently.
+    """
+    if isinstance(value, (jax.Array, np.ndarray)) and np.ndim(value) == 0 and is_concrete(value) \
+            and np.issubdtype(np.asarray(value).dtype, np.integer):
+        value = int(np.asarray(value))
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        hint = f" (use {int(value)})" if isinstance(value, (float, np.floating)) and float(value).is_integer() else ""
+        raise ArprobTypeError(f"{owner}: {name} must be an int, got {_show(value)}{hint}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise InvalidArgumentError(
+            f"{owner}: {name} must be >= {minimum}, got {value}" + (f"; {fix}" if fix else ""))
+    if maximum is not None and value > maximum:
+        raise InvalidArgumentError(
+            f"{owner}: {name} must be <= {maximum:,}, got {value:,}" + (f"; {fix}" if fix else ""))
+    return value
+
+
+def check_real(owner: str, name: str, value, *, low: float | None = None, high: float | None = None,
+               low_open: bool = False, high_open: bool = False, allow_inf: bool = False,
+               fix: str = "") -> float:
+    """Return ``value`` as a float, or raise if it is not a real number in the stated interval.
+
+    NaN is always refused; ``±inf`` only passes with ``allow_inf``.  Tracers pass unchecked
+    (returned as they are).
+    """
+    if isinstance(value, jax.core.Tracer):
+        return value
+    if isinstance(value, (jax.Array, np.ndarray)) and np.ndim(value) == 0:
+        value = np.asarray(value)[()]
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ArprobTypeError(f"{owner}: {name} must be a real number, got {_show(value)}")
+    number = float(value)
+    if math.isnan(number) or (math.isinf(number) and not allow_inf):
+        raise InvalidArgumentError(f"{owner}: {name} must be a finite real number, got {number}"
+                                   + (f"; {fix}" if fix else ""))
+    bad_low = low is not None and (number <= low if low_open else number < low)
+    bad_high = high is not None and (number >= high if high_open else number > high)
+    if bad_low or bad_high:
+        left = "(" if low_open else "["
+        right = ")" if high_open else "]"
+        interval = f"{left}{'-inf' if low is None else f'{low:g}'}, {'inf' if high is None else f'{high:g}'}{right}"
+        raise InvalidArgumentError(f"{owner}: {name} must lie in {interval}, got {number:g}"
+                                   + (f"; {fix}" if fix else ""))
+    return number
+
+
+def check_choice(owner: str, name: str, value, choices: Sequence) -> object:
+    """Raise unless ``value`` is one of ``choices`` (compared with ``==``, strings case-sensitive)."""
+    for choice in choices:
+        if type(value) is type(choice) and value == choice:
+            return value
+        if value is None and choice is None:
+            return value
+    listed = ", ".join(repr(c) for c in choices)
+    raise InvalidArgumentError(f"{owner}: {name} must be one of {listed}; got {_show(value)}")
+
+
+def check_bool(owner: str, name: str, value) -> bool:
+    """Return ``value`` as a bool, refusing strings, numbers other than 0/1 and None."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise ArprobTypeError(f"{owner}: {name} must be True or False, got {_show(value)}")
+
+
+def check_sample_shape(owner: str, sample_shape, name: str = "sample_shape") -> tuple[int, ...]:
+    """Return ``sample_shape`` as a tuple of non-negative ints (an int is read as ``(n,)``)."""
+    if isinstance(sample_shape, (int, np.integer)) and not isinstance(sample_shape, (bool, np.bool_)):
+        sample_shape = (sample_shape,)
+    if not isinstance(sample_shape, (tuple, list)):
+        raise ArprobTypeError(f"{owner}: {name} must be a tuple of ints such as (1000,), got {_show(sample_shape)}")
+    return tuple(check_int(owner, f"{name}[{i}]", d, minimum=0) for i, d in enumerate(sample_shape))
+
+
+def _physical_memory_bytes() -> int:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - non-POSIX
+        return 16 * 2**30
+
+
+#: Largest working memory, in bytes, that one call may plan to allocate: half the machine's
+#: physical memory, at most 64 GiB.  Checked from the arguments before anything is allocated.
+MAX_WORKING_BYTES = min(_physical_memory_bytes() // 2, 64 * 2**30)
+
+
+def _format_bytes(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
+        if size < 1024 or unit == "EiB":
+            break
+        size /= 1024
+    if size >= 1e6:
+        return f"10^{math.log10(size):.1f} {unit}"
+    return f"{size:,.1f} {unit}"
+
+
+def check_memory(owner: str, what: str, factors: Sequence[float], *, itemsize: int = 4, fix: str,
+                 limit: int | None = None) -> None:
+    """Refuse a call whose working memory ``prod(factors) * itemsize`` bytes exceeds the limit.
+
+    ``limit`` defaults to :data:`MAX_WORKING_BYTES`.  Compares logarithms, so astronomically large
+    arguments never form huge integers.
+    """
+    from arprob.errors import EnumerationTooLargeError
+
+    limit = MAX_WORKING_BYTES if limit is None else int(limit)
+    if any(float(f) <= 0 for f in factors):
+        return
+    log2_bytes = sum(math.log2(float(f)) for f in factors) + math.log2(itemsize)
+    if log2_bytes <= math.log2(limit):
+        return
+    size = _format_bytes(2.0**log2_bytes) if log2_bytes < 1000 else f"2^{log2_bytes:.0f} B"
+    raise EnumerationTooLargeError(
+        f"{owner}: {what} would need about {size}, over the limit of {_format_bytes(limit)} "
+        f"(arprob._validation.MAX_WORKING_BYTES, half this machine's memory); {fix}"
+    )
+
+
+def check_work(owner: str, what: str, operations: float, *, limit: float = 1e13, fix: str) -> None:
+    """Refuse a computation of about ``operations`` elementary steps over ``limit`` (hours of work)."""
+    from arprob.errors import EnumerationTooLargeError
+
+    if operations > limit:
+        raise EnumerationTooLargeError(
+            f"{owner}: {what} would take about 10^{math.log10(operations):.1f} steps, over the limit of "
+            f"10^{math.log10(limit):.0f}; {fix}"
+        )
+
+
+def check_real_array(owner: str, name: str, value, *, finite: bool = True, allow_neg_inf: bool = False,
+                     allow_nan: bool = False, dtype=np.float64) -> np.ndarray:
+    """Convert ``value`` to a real NumPy array, refusing strings, objects and non-finite entries.
+
+    ``allow_neg_inf`` lets ``-inf`` through (log-probabilities of impossible outcomes);
+    ``allow_nan`` lets NaN through (documented as missing data).
+    """
+    if isinstance(value, (str, bytes)) or value is None:
+        raise ArprobTypeError(f"{owner}: {name} must be an array of real numbers, got {_show(value)}")
+    try:
+        array = np.asarray(value)
+    except Exception as error:  # ragged lists and the like
+        raise ArprobTypeError(f"{owner}: {name} must be an array of real numbers, got {_show(value)} ({error})") from None
+    if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+        raise ArprobTypeError(f"{owner}: {name} must be an array of real numbers, got dtype {array.dtype}")
+    if np.iscomplexobj(array):
+        raise ArprobTypeError(f"{owner}: {name} must be real, got complex dtype {array.dtype}")
+    array = array.astype(dtype, copy=False)
+    if finite:
+        bad = np.isnan(array) if not allow_nan else np.zeros(array.shape, bool)
+        bad |= array == np.inf
+        if not allow_neg_inf:
+            bad |= array == -np.inf
+        if np.any(bad):
+            where = tuple(int(i) for i in np.argwhere(bad)[0])
+            allowed = " (-inf is allowed: an impossible outcome)" if allow_neg_inf else ""
+            nan_note = " (NaN marks missing data here)" if allow_nan else ""
+            raise InvalidArgumentError(
+                f"{owner}: {name} has {int(bad.sum())} non-finite value(s), the first {array[where]} at index "
+                f"{where}; expected finite values{allowed}{nan_note}"
+            )
+    return array
