@@ -113,10 +113,11 @@ def check_tokens(owner: str, name: str, tokens, vocab_size: int, *, observed=Non
     if not is_concrete(tokens, observed):
         return
     array = np.asarray(tokens)
-    if not (np.issubdtype(array.dtype, np.integer) or array.dtype == bool):
+    if not np.issubdtype(array.dtype, np.integer):
         raise InvalidTokenError(
             f"{owner}: {name} has dtype {array.dtype}, expected integer token ids "
-            f"in [0, {vocab_size})"
+            f"in [0, {vocab_size})" + (" (convert with .astype(int) if the booleans are tokens 0 and 1)"
+                                       if array.dtype == bool else "")
         )
     if observed is None:
         relevant = array
@@ -232,7 +233,7 @@ def check_table_size(owner: str, what: str, factors: Sequence[int], *, fix: str,
     """
     from arprob.errors import EnumerationTooLargeError
 
-    limit = MAX_TABLE_ENTRIES if max_entries is None else int(max_entries)
+    limit = MAX_TABLE_ENTRIES if max_entries is None else check_int(owner, "max_entries", max_entries, minimum=1)
     log2_total = _log2_product(factors)
     if log2_total <= math.log2(limit) - 1e-9:
         return
@@ -261,6 +262,7 @@ def check_enumeration(owner: str, vocab_size: int, length: int, *, factor: int =
     """
     from arprob.errors import EnumerationTooLargeError
 
+    max_entries = check_int(owner, "max_entries", max_entries, minimum=1)
     log2_total = length * math.log2(vocab_size) + math.log2(max(factor, 1)) if vocab_size > 0 else 0.0
     if vocab_size <= 1 or log2_total <= math.log2(max_entries) - 1e-9:
         return vocab_size**length
@@ -362,16 +364,21 @@ def check_real(owner: str, name: str, value, *, low: float | None = None, high: 
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise ArprobTypeError(f"{owner}: {name} must be a real number, got {_show(value)}")
     number = float(value)
+    if low is not None and high is not None:
+        interval = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    elif low is not None:
+        interval = f"{'>' if low_open else '>='} {low:g}"
+    elif high is not None:
+        interval = f"{'<' if high_open else '<='} {high:g}"
+    else:
+        interval = ""
     if math.isnan(number) or (math.isinf(number) and not allow_inf):
-        raise InvalidArgumentError(f"{owner}: {name} must be a finite real number, got {number}"
-                                   + (f"; {fix}" if fix else ""))
+        raise InvalidArgumentError(f"{owner}: {name} must be a finite real number {interval}, got {number}".replace(
+            "  ", " ").replace(" ,", ",") + (f"; {fix}" if fix else ""))
     bad_low = low is not None and (number <= low if low_open else number < low)
     bad_high = high is not None and (number >= high if high_open else number > high)
     if bad_low or bad_high:
-        left = "(" if low_open else "["
-        right = ")" if high_open else "]"
-        interval = f"{left}{'-inf' if low is None else f'{low:g}'}, {'inf' if high is None else f'{high:g}'}{right}"
-        raise InvalidArgumentError(f"{owner}: {name} must lie in {interval}, got {number:g}"
+        raise InvalidArgumentError(f"{owner}: {name} must be {interval}, got {number!r}"
                                    + (f"; {fix}" if fix else ""))
     return number
 
@@ -470,7 +477,8 @@ def check_real_array(owner: str, name: str, value, *, finite: bool = True, allow
     try:
         array = np.asarray(value)
     except Exception as error:  # ragged lists and the like
-        raise ArprobTypeError(f"{owner}: {name} must be an array of real numbers, got {_show(value)} ({error})") from None
+        raise ArprobTypeError(
+            f"{owner}: {name} must be an array of real numbers, got {_show(value)} ({error})") from None
     if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
         raise ArprobTypeError(f"{owner}: {name} must be an array of real numbers, got dtype {array.dtype}")
     if np.iscomplexobj(array):
@@ -490,3 +498,59 @@ def check_real_array(owner: str, name: str, value, *, finite: bool = True, allow
                 f"{where}; expected finite values{allowed}{nan_note}"
             )
     return array
+
+
+def check_draw(owner: str, key, num_samples, length: int, vocab_size: int, *, per_sample: float = 1.0,
+               name: str = "num_samples", per_sample_name: str = ""):
+    """Validate ``key`` and ``num_samples`` of a sampler and refuse a draw that cannot fit in memory.
+
+    The estimate is the sampler's largest live array: ``num_samples x length x (vocab_size + 1)``
+    32-bit entries (one network answer per position) times ``per_sample`` (drafts, orders ...).
+    Returns ``(key, num_samples)``.
+    """
+    key = check_key(owner, key)
+    num_samples = check_int(owner, name, num_samples, minimum=1)
+    what = f"drawing {name}={num_samples:,} sequences at once" + (
+        f" with {per_sample_name}={int(per_sample):,}" if per_sample_name else "")
+    check_memory(owner, what, (num_samples, length, vocab_size + 1, per_sample),
+                 fix="draw in batches (one call per jax.random.split key), or use "
+                     "arprob.samplers.sample_sharded or arprob.verify.check, which stream in batches")
+    return key, num_samples
+
+
+def check_count_at_most(owner: str, name: str, value, maximum: int, why: str) -> int:
+    """An int in ``[1, maximum]``; ``why`` explains the upper limit in the message."""
+    return check_int(owner, name, value, minimum=1, maximum=maximum, fix=why)
+
+
+def check_within_length(owner: str, name: str, value, length: int) -> int:
+    """An int >= 1, returned as ``min(value, length)``: a draft, block or reveal size longer than the
+    sequence acts as the whole sequence (the sequence ends first), so it is clamped, never allocated."""
+    return min(check_int(owner, name, value, minimum=1), length)
+
+
+def refuses_nan_output(function):
+    """Decorate an exact-law or cost function: a NaN in its result is raised, never returned.
+
+    The families a law is computed from are checked when they arrive (``as_conditionals``), but a
+    family that is not tabulated is probed on one input only; a NaN it answers elsewhere reaches the
+    enumeration.  The error names the function and points at :func:`arprob.conditionals.tabulate`,
+    which checks every input and names the first bad context.
+    """
+    import functools
+
+    from arprob.errors import InvalidProbabilityError
+
+    @functools.wraps(function)
+    def checked(*args, **kwargs):
+        result = function(*args, **kwargs)
+        for leaf in jax.tree_util.tree_leaves(tuple(result) if isinstance(result, tuple) else result):
+            if isinstance(leaf, (float, np.floating, np.ndarray)) and np.any(np.isnan(leaf)):
+                raise InvalidProbabilityError(
+                    f"{function.__name__}: the result came out NaN because a conditional family answered NaN on "
+                    "some input (families that are not tabulated are only probed on the all-masked input); "
+                    "call arprob.conditionals.tabulate(family) to find the context and position, and fix the family"
+                )
+        return result
+
+    return checked

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import sys
 from functools import partial
 from typing import NamedTuple
 
@@ -41,8 +42,10 @@ import numpy as np
 from arprob._enumerate import all_sequences
 from arprob._validation import (
     check_enumeration,
+    check_int,
+    check_key,
+    check_memory,
     check_order,
-    check_positive_int,
     check_shape,
     check_tokens,
     is_concrete,
@@ -175,8 +178,8 @@ class AnyOrderAR:
         return f"AnyOrderAR({self.conditionals!r})"
 
     # -- input handling ------------------------------------------------------
-    def _tokens(self, x, name="x"):
-        owner = "AnyOrderAR"
+    def _tokens(self, x, name="x", owner=None):
+        owner = owner or f"AnyOrderAR.{sys._getframe(1).f_code.co_name}"
         if is_concrete(x):
             check_shape(owner, name, x, (self.length,))
             check_tokens(owner, name, x, self.vocab_size)
@@ -220,11 +223,11 @@ class AnyOrderAR:
         Float[Array, "*batch"]
             ``L`` network calls per (sequence, order) pair.
         """
-        x = jnp.asarray(x)
-        order = self._orders(order)
         if is_concrete(x):
             check_shape("AnyOrderAR.log_prob", "x", x, (self.length,))
             check_tokens("AnyOrderAR.log_prob", "x", x, self.vocab_size)
+        x = jnp.asarray(x)
+        order = self._orders(order)
         batch_shape = jnp.broadcast_shapes(x.shape[:-1], order.shape[:-1])
         xs = jnp.broadcast_to(x, batch_shape + (self.length,)).reshape(-1, self.length).astype(jnp.int32)
         orders = jnp.broadcast_to(order, batch_shape + (self.length,)).reshape(-1, self.length)
@@ -292,8 +295,13 @@ class AnyOrderAR:
             ``standard_error`` is the sample standard deviation over orders
             divided by :math:`\sqrt{\text{num\_orders}}` (0 for one order).
         """
-        num_orders = check_positive_int("AnyOrderAR.expected_nll_mc", "num_orders", num_orders)
+        owner = "AnyOrderAR.expected_nll_mc"
+        key = check_key(owner, key)
+        num_orders = check_int(owner, "num_orders", num_orders, minimum=1)
         flat, batch_shape = self._tokens(x)
+        check_memory(owner, f"num_orders={num_orders:,} orders for {flat.shape[0]:,} sequences",
+                     (num_orders, flat.shape[0], self.length, self.length, self.vocab_size + 1), itemsize=4,
+                     fix="use fewer orders per call and average the estimates")
         keys = jax.random.split(key, num_orders)
         orders = jax.vmap(lambda k: jax.random.permutation(k, self.length))(keys).astype(jnp.int32)
         xs = jnp.broadcast_to(flat[None], (num_orders,) + flat.shape).reshape(-1, self.length)

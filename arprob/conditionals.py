@@ -39,8 +39,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.tree_util import register_pytree_node_class
 
-from arprob._validation import check_table_size, is_concrete
-from arprob.errors import ArprobTypeError, IncompatibleError, InvalidArgumentError
+from arprob._validation import check_key, check_real, check_table_size, is_concrete
+from arprob.errors import ArprobTypeError, IncompatibleError, InvalidProbabilityError, ShapeError
 
 __all__ = ["TABULATE_MAX_ENTRIES", "Conditionals", "ExactConditionals", "NeuralConditionals",
            "PerturbedConditionals", "TabulatedConditionals", "as_conditionals", "exact", "neural", "perturbed",
@@ -215,7 +215,7 @@ def tabulate(family, *, max_entries: int | None = None):
         If the table is too large.
     """
     owner = "tabulate"
-    family = _as_family(family, owner)
+    family = _as_family(family, owner, "family")
     if isinstance(family, TabulatedConditionals) or (isinstance(family, ExactConditionals)
                                                      and family.table is not None):
         return family
@@ -226,7 +226,9 @@ def tabulate(family, *, max_entries: int | None = None):
     check_table_size(owner, "the table of answers", ((vocab_size + 1,) * length) + (length, vocab_size),
                      max_entries=max_entries,
                      fix="call the family directly (tabulation pays off only on small spaces)")
+    _probe(owner, "family", family, family)
     table = _build_table(family)
+    _check_table(owner, "family", family, family, table)
     if isinstance(family, ExactConditionals):
         return ExactConditionals(family.model, table)
     return TabulatedConditionals(family, table)
@@ -279,26 +281,141 @@ def exact(model) -> ExactConditionals:
     return ExactConditionals(model)
 
 
-def _as_family(obj, owner: str):
+def _as_family(obj, owner: str, name: str = "conditionals"):
     if hasattr(obj, "conditional_logits"):
         return exact(obj)
-    if isinstance(obj, Conditionals):
+    if isinstance(obj, Conditionals) and not isinstance(obj, type):
+        for attribute in ("vocab_size", "length"):
+            value = getattr(obj, attribute)
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ArprobTypeError(
+                    f"{owner}: {name}.{attribute} is {value!r}, expected a positive int "
+                    "(a conditional family declares its vocabulary size and sequence length)"
+                )
         return obj
     raise ArprobTypeError(
-        f"{owner}: expected a conditional family (vocab_size, length, __call__(x, observed)) "
-        f"or an exact model, got {type(obj).__name__}"
+        f"{owner}: {name}: expected a conditional family (vocab_size, length, __call__(x, observed)) "
+        f"or an exact model such as MarkovChain, got {type(obj).__name__} ({obj!r:.40})"
     )
 
 
-def as_conditionals(obj, owner: str = "arprob") -> Conditionals:
+def as_conditionals(obj, owner: str = "arprob", name: str = "conditionals") -> Conditionals:
     """Accept a conditional family or an exact model (converted with :func:`exact`).
 
     A concrete pytree family (every arprob family) with at most :data:`TABULATE_MAX_ENTRIES`
     table entries is returned tabulated (:func:`tabulate`: same answers, one gather per call),
     its table built once per object and cached while the object lives.  Families that are not
     pytrees (plain callables) and traced families are returned as they are.
+
+    Every concrete family is checked once per object before use (``owner`` and ``name`` name the
+    function and argument in the error): its answer to the all-masked input must have shape
+    ``(1, L, V)`` and be a proper log-weight vector at every position (no NaN or ``+inf``, not
+    all ``-inf``); a tabulated family is checked on its whole table, naming the first bad input
+    and position.  Families answering NaN only on inputs that are neither tabulated nor the
+    all-masked probe are not caught here.
     """
-    return _auto_tabulate(obj, _as_family(obj, owner))
+    family = _as_family(obj, owner, name)
+    _probe(owner, name, obj, family)
+    family = _auto_tabulate(obj, family)
+    table = getattr(family, "table", None)
+    if table is not None and is_concrete(table):
+        _check_table(owner, name, obj, family, table)
+    return family
+
+
+# ids of user objects whose answers were checked; an entry dies with its object
+_CHECKED: dict[int, weakref.ref] = {}
+
+
+def _remember(obj, what: str) -> bool:
+    """True when ``obj`` was already checked for ``what``; otherwise record it and return False."""
+    key = (id(obj), what)
+    reference = _CHECKED.get(key)
+    if reference is not None and reference() is obj:
+        return True
+    try:
+        _CHECKED[key] = weakref.ref(obj, lambda _, key=key: _CHECKED.pop(key, None))
+    except TypeError:
+        pass
+    return False
+
+
+def _describe_family(obj) -> str:
+    return type(obj).__name__
+
+
+def _check_answers(owner: str, name: str, obj, answers: np.ndarray, where) -> None:
+    """Raise if ``answers`` (..., L, V) holds NaN or +inf, or an all -inf row; ``where(index)`` names an input."""
+    bad_value = np.isnan(answers) | (answers == np.inf)
+    if bad_value.any():
+        index = tuple(int(i) for i in np.argwhere(bad_value)[0])
+        raise InvalidProbabilityError(
+            f"{owner}: {name} ({_describe_family(obj)}) answered {answers[index]} at position {index[-2]}, "
+            f"token {index[-1]}, {where(index[0])}; expected real logits (-inf allowed for impossible "
+            "tokens), so no sampler can turn NaN into a token (fix the family's computation)"
+        )
+    dead = np.all(answers == -np.inf, axis=-1)
+    if dead.any():
+        index = tuple(int(i) for i in np.argwhere(dead)[0])
+        raise InvalidProbabilityError(
+            f"{owner}: {name} ({_describe_family(obj)}) answered -inf for every token at position "
+            f"{index[-1]}, {where(index[0])}; expected at least one possible token per position "
+            "(a family must give a distribution at every position, observed or not)"
+        )
+
+
+def _probe(owner: str, name: str, obj, family) -> None:
+    """Check the family's answer to one all-masked input (shape and values), once per object."""
+    if not is_concrete(family) or isinstance(family, ExactConditionals):
+        return  # exact models are validated when built
+    if _remember(obj, "probe"):
+        return
+    vocab_size, length = family.vocab_size, family.length
+    tokens = jnp.full((1, length), vocab_size, jnp.int32)
+    observed = jnp.zeros((1, length), bool)
+    try:
+        dynamic, static = split_static(family)
+        answer = _answers(dynamic, static, tokens, observed)
+    except Exception as error:
+        _CHECKED.pop((id(obj), "probe"), None)
+        raise ArprobTypeError(
+            f"{owner}: calling {name} ({_describe_family(obj)}) on the all-masked input (tokens of shape "
+            f"(1, {length}) holding the mask id {vocab_size}, observed all False) failed with "
+            f"{type(error).__name__}: {str(error)[:200]}; a family must accept (..., L) int tokens and a bool "
+            "mask and return (..., L, V) logits"
+        ) from error
+    shape = tuple(np.shape(answer))
+    if shape != (1, length, vocab_size):
+        _CHECKED.pop((id(obj), "probe"), None)
+        raise ShapeError(
+            f"{owner}: {name} ({_describe_family(obj)}) answered shape {shape} for tokens of shape (1, {length}); "
+            f"expected (1, {length}, {vocab_size}) = (batch, length, vocab_size): one logit per token of "
+            "the vocabulary at every position (no logit for the mask id)"
+        )
+    try:
+        _check_answers(owner, name, obj, np.asarray(answer, np.float64),
+                       lambda _: "given the all-masked input")
+    except InvalidProbabilityError:
+        _CHECKED.pop((id(obj), "probe"), None)
+        raise
+
+
+def _check_table(owner: str, name: str, obj, family, table) -> None:
+    """Check a tabulated family's whole table once per object, naming the first bad masked input."""
+    if _remember(obj, "table"):
+        return
+    vocab_size, length = family.vocab_size, family.length
+
+    def where(row: int) -> str:
+        digits = [(row // (vocab_size + 1) ** (length - 1 - i)) % (vocab_size + 1) for i in range(length)]
+        shown = ["_" if d == vocab_size else str(d) for d in digits]
+        return f"given the context [{' '.join(shown)}] (_ = masked)"
+
+    try:
+        _check_answers(owner, name, obj, np.asarray(table, np.float64), where)
+    except InvalidProbabilityError:
+        _CHECKED.pop((id(obj), "table"), None)
+        raise
 
 
 def check_compatible(owner: str, first, second, first_name="sampler", second_name="target"):
@@ -426,10 +543,18 @@ def perturbed(base, key, scale):
         Standard deviation of the logit noise.  ``scale=0`` returns ``base``
         itself (exactly).
     """
-    base = _as_family(base, "perturbed")  # not tabulated here: samplers tabulate the perturbed family itself
-    if isinstance(scale, (int, float)) and not isinstance(scale, bool):
-        if scale < 0 or not np.isfinite(scale):
-            raise InvalidArgumentError(f"perturbed: scale must be a finite number >= 0, got {scale}")
+    owner = "perturbed"
+    base = _as_family(base, owner, "base")  # not tabulated here: samplers tabulate the perturbed family itself
+    _probe(owner, "base", base, base)
+    key = check_key(owner, key)
+    if isinstance(scale, jax.core.Tracer):
+        pass
+    elif isinstance(scale, (jax.Array, np.ndarray)) and np.ndim(scale) > 0:
+        raise ArprobTypeError(f"{owner}: scale must be a number (the noise's standard deviation), "
+                              f"got an array of shape {np.shape(scale)}")
+    else:
+        scale = check_real(owner, "scale", scale, low=0.0,
+                           fix="pass the standard deviation of the logit noise (0 returns base itself)")
         if scale == 0:
             return base
     if jnp.issubdtype(jnp.asarray(key).dtype, jax.dtypes.prng_key):

@@ -44,6 +44,7 @@ weighted sums of the same :math:`h_k` (:meth:`AbsorbingDiffusion.expected_loss`)
 from __future__ import annotations
 
 import math
+import sys
 from functools import partial
 
 import jax
@@ -52,7 +53,15 @@ import numpy as np
 import scipy.integrate
 import scipy.special
 
-from arprob._validation import check_enumeration, check_positive_int, check_shape, check_tokens, is_concrete
+from arprob._validation import (
+    check_enumeration,
+    check_int,
+    check_key,
+    check_memory,
+    check_shape,
+    check_tokens,
+    is_concrete,
+)
 from arprob.anyorder import AnyOrderAR
 from arprob.conditionals import ExactConditionals, as_conditionals, join_static, normalized_logits, split_static
 from arprob.errors import ArprobTypeError, InvalidArgumentError, ZeroProbabilityError
@@ -236,6 +245,14 @@ class AbsorbingDiffusion:
     # -- the NLL bound and the training losses -----------------------------------
     def per_size_losses(self, x0):
         """The exact :math:`h_k(x_0)`, ``k = 0..L`` (see :meth:`arprob.AnyOrderAR.per_size_losses`)."""
+        return self._h(x0)
+
+    def _h(self, x0):
+        """:meth:`per_size_losses` with ``x0`` checked in the name of the public method that asked."""
+        owner = f"AbsorbingDiffusion.{sys._getframe(1).f_code.co_name}"
+        if is_concrete(x0):
+            check_shape(owner, "x0", x0, (self.length,))
+            check_tokens(owner, "x0", x0, self.vocab_size)
         return np.asarray(self._any_order.per_size_losses(x0), np.float64)
 
     def elbo(self, x0):
@@ -249,7 +266,7 @@ class AbsorbingDiffusion:
         :meth:`arprob.AnyOrderAR.expected_nll` (theorem 4); for
         ``log_linear(eps)`` it falls short of it by :meth:`truncation_gap`.
         """
-        h = self.per_size_losses(x0)  # (L+1, *batch)
+        h = self._h(x0)  # (L+1, *batch)
         length = self.length
         flat = h.reshape(length + 1, -1)
         schedule = self.schedule
@@ -281,7 +298,7 @@ class AbsorbingDiffusion:
         dominates.  The truncated integral alone is then *not* an upper bound
         on the NLL (the prior term at :math:`t = 1` is missing).
         """
-        h = self.per_size_losses(x0)
+        h = self._h(x0)
         length = self.length
         upper = self.schedule.final_mask_prob
         sizes = np.arange(1, length + 1)
@@ -316,11 +333,14 @@ class AbsorbingDiffusion:
         (theorem 4, ``proofs/04-diffusion-elbo-any-order.md``).
         """
         owner = "AbsorbingDiffusion.expected_loss"
-        if form not in LOSS_FORMS:
+        if not isinstance(form, str) or form not in LOSS_FORMS:
             raise InvalidArgumentError(f"{owner}: form={form!r}, expected one of {LOSS_FORMS}")
+        if is_concrete(x0):
+            check_shape(owner, "x0", x0, (self.length,))
+            check_tokens(owner, "x0", x0, self.vocab_size)
         if form == "mdlm":
             return self.elbo(x0)
-        h = self.per_size_losses(x0)
+        h = self._h(x0)
         length = self.length
         sizes = np.arange(1, length + 1)
         binomials = np.array([math.comb(length, int(k)) for k in sizes], np.float64)
@@ -343,9 +363,16 @@ class AbsorbingDiffusion:
         mean, standard_error : Float[Array, "*batch"]
         """
         owner = "AbsorbingDiffusion.training_loss"
-        if form not in LOSS_FORMS:
+        key = check_key(owner, key)
+        if not isinstance(form, str) or form not in LOSS_FORMS:
             raise InvalidArgumentError(f"{owner}: form={form!r}, expected one of {LOSS_FORMS}")
-        num_samples = check_positive_int(owner, "num_samples", num_samples)
+        num_samples = check_int(owner, "num_samples", num_samples, minimum=1)
+        if is_concrete(x0):
+            check_shape(owner, "x0", x0, (self.length,))
+            check_tokens(owner, "x0", x0, self.vocab_size)
+        check_memory(owner, f"num_samples={num_samples:,} noise draws per sequence",
+                     (num_samples, max(int(np.size(x0)), 1), self.vocab_size + 1), itemsize=4,
+                     fix="use fewer samples per call and average the estimates")
         x0 = jnp.asarray(x0)
         if is_concrete(x0):
             check_shape(owner, "x0", x0, (self.length,))

@@ -57,7 +57,16 @@ import optax
 from jax.tree_util import register_pytree_node_class
 from jaxtyping import Array, Bool, Float, Int
 
-from arprob._validation import check_mask, check_positive_int, check_shape, check_tokens, is_concrete
+from arprob._validation import (
+    check_key,
+    check_mask,
+    check_memory,
+    check_positive_int,
+    check_shape,
+    check_tokens,
+    check_work,
+    is_concrete,
+)
 from arprob.conditionals import as_conditionals, join_static, split_static
 from arprob.errors import ArprobTypeError, InvalidArgumentError, ShapeError
 
@@ -359,6 +368,18 @@ def _train(key, family, data, learning_rate, num_steps: int, batch_size: int):
     return NeuralConditionals.tree_unflatten((vocab_size, length), (layers,)), losses
 
 
+def _check_network_cost(owner, length, vocab_size, hidden_size, num_layers, num_steps, batch_size):
+    """Refuse a network that cannot fit in memory or a training run that cannot finish, from the sizes."""
+    parameters = (length * (vocab_size + 1) * hidden_size + (num_layers - 1) * hidden_size**2
+                  + hidden_size * length * vocab_size)
+    check_memory(owner, f"a network of hidden_size={hidden_size:,} and num_layers={num_layers:,} "
+                 f"({parameters:,} weights, with Adam's two moments)", (parameters, 3), itemsize=4,
+                 fix="use a smaller hidden_size or fewer num_layers")
+    check_work(owner, f"num_steps={num_steps:,} Adam steps of batch_size={batch_size:,} on {parameters:,} weights",
+               6.0 * num_steps * batch_size * parameters,
+               fix="use fewer num_steps, a smaller batch_size or a smaller network")
+
+
 def _training_data(owner, key, model, data, vocab_size, num_train):
     """Return ``(tokens (N, L) int32, vocab_size)`` from exactly one of model / data."""
     if (model is None) == (data is None):
@@ -414,9 +435,18 @@ def train_neural(key, model=None, *, data=None, vocab_size: int | None = None, n
         raise ArprobTypeError(f"{owner}: learning_rate must be a number, got {type(learning_rate).__name__}")
     if not (np.isfinite(learning_rate) and learning_rate > 0):
         raise InvalidArgumentError(f"{owner}: learning_rate must be a finite number > 0, got {learning_rate}")
+    key = check_key(owner, key)
+    if model is not None and data is None:
+        num_train = check_positive_int(owner, "num_train", num_train)
+        if hasattr(model, "length") and hasattr(model, "vocab_size"):
+            check_memory(owner, f"num_train={num_train:,} training sequences", (num_train, model.length),
+                         itemsize=4, fix="train on fewer sequences")
+            _check_network_cost(owner, model.length, model.vocab_size, hidden_size, num_layers, num_steps,
+                                batch_size)
     key_data, key_init, key_train = jax.random.split(key, 3)
     tokens, vocab_size = _training_data(owner, key_data, model, data, vocab_size, num_train)
     length = int(tokens.shape[1])
+    _check_network_cost(owner, length, vocab_size, hidden_size, num_layers, num_steps, batch_size)
     initial = NeuralConditionals.random(key_init, length, vocab_size, hidden_size=hidden_size,
                                         num_layers=num_layers)
     rate = jnp.asarray(learning_rate, initial.layers[0].weight.dtype)

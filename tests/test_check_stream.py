@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from arprob import MarkovChain, NGram, TabularJoint
-from arprob.errors import ArprobTypeError, InvalidArgumentError, ShapeError
+from arprob.errors import ArprobTypeError, EnumerationTooLargeError, InvalidArgumentError, ShapeError
 from arprob.samplers import ancestral, speculative
 from arprob.verify import Sampler, check, detectable, from_law, holm, left_to_right, resolution
 from arprob.verify.stream import _chunk_capacity, choose_batch_size
@@ -91,7 +91,7 @@ def test_bad_sampler_output_is_an_error_not_a_verdict():
         check(lambda key, n: jnp.zeros((n, 5), jnp.int32), CHAIN, num_samples=100)
     with pytest.raises(InvalidArgumentError, match="projections"):
         check(chain_sampler, CHAIN, projections="bogus")
-    with pytest.raises(InvalidArgumentError, match="beyond"):
+    with pytest.raises(EnumerationTooLargeError, match="MAX_SAMPLES"):
         check(chain_sampler, CHAIN, num_samples=10**15)
     with pytest.raises(InvalidArgumentError, match="alpha"):
         check(chain_sampler, CHAIN, alpha=1.5)

@@ -22,9 +22,8 @@ from hypothesis import strategies as st
 from scipy import integrate, stats
 
 from arprob import precision
-from arprob.errors import InvalidProbabilityError
 from arprob._random import _gumbel_from_words
-from arprob.errors import ArprobError, ArprobTypeError, InvalidArgumentError, ShapeError
+from arprob.errors import ArprobError, ArprobTypeError, InvalidArgumentError, InvalidProbabilityError, ShapeError
 from arprob.verify import gof
 
 FALSE_ALARM = 1e-6  # per statistical assertion below

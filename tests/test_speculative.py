@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from arprob.conditionals import perturbed
 from arprob.distributions import MarkovChain, TabularJoint
-from arprob.errors import ArprobTypeError, IncompatibleError, InvalidArgumentError
+from arprob.errors import ArprobTypeError, IncompatibleError, InvalidArgumentError, InvalidProbabilityError, ShapeError
 from arprob.samplers import ancestral_law
 from arprob.samplers.spectr import (
     kseq_acceptance,
@@ -177,7 +177,7 @@ def test_kseq_rho_is_feasible_and_acceptance_is_between_the_bounds(vocab_size, k
 
 
 def test_kseq_rejects_bad_probabilities():
-    with pytest.raises(InvalidArgumentError, match="probability vectors"):
+    with pytest.raises(InvalidProbabilityError, match="kseq_rho: p sums to 1.1"):
         kseq_rho([0.5, 0.6], [0.5, 0.5], 2)
-    with pytest.raises(InvalidArgumentError, match="same shape"):
+    with pytest.raises(ShapeError, match="same shape"):
         kseq_acceptance([0.5, 0.5], [1.0], 2)

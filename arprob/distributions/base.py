@@ -19,15 +19,29 @@ returns the uniform law there, so that no NaN reaches a sampler, and
 
 from __future__ import annotations
 
+import sys
+
 import jax.numpy as jnp
 import numpy as np
 from numpyro.distributions import Distribution, constraints
 
 from arprob._enumerate import all_sequences
-from arprob._validation import check_mask, check_shape, check_tokens, is_concrete
+from arprob._validation import (
+    check_int,
+    check_key,
+    check_mask,
+    check_memory,
+    check_sample_shape,
+    check_shape,
+    check_tokens,
+    is_concrete,
+)
 from arprob.errors import ArprobTypeError, ShapeError
 
 DEFAULT_MAX_ENTRIES = 2**26
+
+#: Longest sequence a model accepts: positions are int32 indices.
+MAX_LENGTH = 2**31 - 1
 
 
 class SequenceDistribution(Distribution):
@@ -37,7 +51,8 @@ class SequenceDistribution(Distribution):
 
     def __init__(self, vocab_size: int, length: int, batch_shape=(), *, validate_args=None):
         self.vocab_size = int(vocab_size)
-        self.length = int(length)
+        self.length = check_int(type(self).__name__, "length", length, minimum=1, maximum=MAX_LENGTH,
+                                fix="token positions are int32 indices")
         super().__init__(batch_shape=tuple(batch_shape), event_shape=(self.length,),
                          validate_args=validate_args)
 
@@ -50,15 +65,31 @@ class SequenceDistribution(Distribution):
     def _checks_on(self) -> bool:
         return self._validate_args is not False
 
+    def _owner(self, depth: int = 2) -> str:
+        """``'Class.method'`` for the public method that called the check (named in error messages)."""
+        return f"{type(self).__name__}.{sys._getframe(depth).f_code.co_name}"
+
+    def _check_sample_args(self, key, sample_shape):
+        """Validated ``(key, sample_shape)`` of :meth:`sample`; refuses draws that cannot fit in memory."""
+        owner = self._owner()
+        key = check_key(owner, key)
+        shape = check_sample_shape(owner, sample_shape)
+        check_memory(owner, f"sample_shape={shape}: {int(np.prod(shape, dtype=float)):,} sequences of "
+                     f"length {self.length}",
+                     tuple(shape) + tuple(self.batch_shape) + (self.length, 4), itemsize=4,
+                     fix="draw in batches (one call per jax.random.split key), or let arprob.verify.check "
+                         "stream the draws")
+        return key, shape
+
     def _check_clean(self, tokens, name: str = "x"):
-        owner = type(self).__name__
+        owner = self._owner()
         if self._checks_on:
             check_shape(owner, name, tokens, (self.length,))
             check_tokens(owner, name, tokens, self.vocab_size)
         return jnp.asarray(tokens)
 
     def _check_partial(self, tokens, observed):
-        owner = type(self).__name__
+        owner = self._owner()
         if self._checks_on:
             check_shape(owner, "x", tokens, (self.length,))
             check_mask(owner, "observed", observed, self.length)

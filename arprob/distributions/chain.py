@@ -23,8 +23,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from arprob._random import any_undecided, sampling_table, search, uniform_words
-from arprob._validation import check_positive_int, check_probs, check_shape, check_table_size, is_concrete
-from arprob.distributions.base import SequenceDistribution
+from arprob._validation import (
+    check_int,
+    check_key,
+    check_positive_int,
+    check_probs,
+    check_real,
+    check_shape,
+    check_table_size,
+    is_concrete,
+)
+from arprob.distributions.base import MAX_LENGTH, SequenceDistribution
 from arprob.errors import InvalidProbabilityError, ShapeError
 from arprob.inference.chain import (
     chain_conditional_logits,
@@ -33,6 +42,8 @@ from arprob.inference.chain import (
     start_window_index,
     window_indices,
 )
+
+_AXES_FIX = "a table with more axes cannot fit in memory (at most 2**28 entries)"
 
 
 def reachable_windows(vocab_size: int, context_size: int) -> np.ndarray:
@@ -148,6 +159,7 @@ class _ChainModel(SequenceDistribution):
         :func:`~arprob._random.quantize`, within 1e-9 TV of :meth:`law` per sequence): one
         ``jax.random.bits`` call, then one ``lax.scan`` over time on the whole batch.
         """
+        key, sample_shape = self._check_sample_args(key, sample_shape)
         shape = tuple(sample_shape) + self.batch_shape
         count = int(np.prod(shape)) if shape else 1
         num_tables = int(np.prod(self.batch_shape)) if self.batch_shape else 1
@@ -245,8 +257,11 @@ class MarkovChain(_ChainModel):
             (checked before anything is drawn).
         """
         owner = "MarkovChain.random"
-        length = check_positive_int(owner, "length", length)
-        vocab_size = check_positive_int(owner, "vocab_size", vocab_size, minimum=2)
+        key = check_key(owner, key)
+        length = check_int(owner, "length", length, minimum=1, maximum=MAX_LENGTH, fix="positions are int32")
+        vocab_size = check_int(owner, "vocab_size", vocab_size, minimum=2)
+        concentration = check_real(owner, "concentration", concentration, low=0.0, low_open=True,
+                                   fix="the Dirichlet concentration is a positive number")
         check_table_size(owner, "the window table", (vocab_size + 1, vocab_size), fix=_MARKOV_FIX)
         key_initial, key_transition = jax.random.split(key)
         shape = (vocab_size + 1, vocab_size)
@@ -291,7 +306,8 @@ class NGram(_ChainModel):
             raise ShapeError(f"{owner}: table has shape {np.shape(table)}, expected (V+1,)*K + (V,) with K >= 1")
         if context_size is None:
             context_size = ndim - 1
-        context_size = check_positive_int(owner, "context_size", context_size)
+        context_size = check_int(owner, "context_size", context_size, minimum=1, maximum=64,
+                         fix=_AXES_FIX)
         shape = np.shape(table)
         vocab_size = int(shape[-1])
         expected = (vocab_size + 1,) * context_size + (vocab_size,)
@@ -330,9 +346,13 @@ class NGram(_ChainModel):
             (checked from the sizes before anything is drawn).
         """
         owner = "NGram.random"
-        length = check_positive_int(owner, "length", length)
-        vocab_size = check_positive_int(owner, "vocab_size", vocab_size, minimum=2)
-        context_size = check_positive_int(owner, "context_size", context_size)
+        key = check_key(owner, key)
+        length = check_int(owner, "length", length, minimum=1, maximum=MAX_LENGTH, fix="positions are int32")
+        vocab_size = check_int(owner, "vocab_size", vocab_size, minimum=2)
+        context_size = check_int(owner, "context_size", context_size, minimum=1, maximum=64,
+                         fix=_AXES_FIX)
+        concentration = check_real(owner, "concentration", concentration, low=0.0, low_open=True,
+                                   fix="the Dirichlet concentration is a positive number")
         shape = (vocab_size + 1,) * context_size + (vocab_size,)
         check_table_size(owner, "the window table", shape, fix=_NGRAM_FIX)
         table = jax.nn.softmax(jax.random.loggamma(key, concentration, shape), axis=-1)

@@ -55,8 +55,17 @@ import numpy as np
 from jax.scipy.special import logsumexp
 
 from arprob._random import any_undecided, categorical, choose_bits, sampling_table, search, uniform_words
-from arprob._validation import check_positive_int, check_probs, check_table_size, check_tokens, is_concrete
-from arprob.distributions.base import SequenceDistribution
+from arprob._validation import (
+    check_int,
+    check_key,
+    check_positive_int,
+    check_probs,
+    check_real,
+    check_table_size,
+    check_tokens,
+    is_concrete,
+)
+from arprob.distributions.base import MAX_LENGTH, SequenceDistribution
 from arprob.errors import ArprobTypeError, InvalidArgumentError, ShapeError, ZeroProbabilityError
 from arprob.inference.hmm import hmm_backward, hmm_filter, hmm_log_likelihood
 
@@ -275,10 +284,14 @@ class HMM(SequenceDistribution):
         (:class:`~arprob.errors.EnumerationTooLargeError`) before anything is drawn.
         """
         owner = "HMM.random"
-        length = check_positive_int(owner, "length", length)
-        num_states = check_positive_int(owner, "num_states", num_states)
-        vocab_size = check_positive_int(owner, "vocab_size", vocab_size, minimum=2)
-        check_table_size(owner, "the parameters", (num_states, num_states + vocab_size + 1), fix=_HMM_FIX)
+        key = check_key(owner, key)
+        length = check_int(owner, "length", length, minimum=1, maximum=MAX_LENGTH, fix="positions are int32")
+        num_states = check_int(owner, "num_states", num_states, minimum=1)
+        vocab_size = check_int(owner, "vocab_size", vocab_size, minimum=2)
+        concentration = check_real(owner, "concentration", concentration, low=0.0, low_open=True,
+                                   fix="the Dirichlet concentration is a positive number")
+        check_table_size(owner, "the parameters (num_states x (num_states + vocab_size + 1))",
+                         (num_states, num_states + vocab_size + 1), fix=_HMM_FIX)
         key_initial, key_transition, key_emission = jax.random.split(key, 3)
 
         def dirichlet(key, shape):
@@ -368,6 +381,7 @@ class HMM(SequenceDistribution):
         (:meth:`sampling_tables`, within 1e-9 TV of :meth:`law` per sequence): one
         ``jax.random.bits`` call, then one ``lax.scan`` over time on the whole batch.
         """
+        key, sample_shape = self._check_sample_args(key, sample_shape)
         shape = tuple(sample_shape)
         count = int(np.prod(shape)) if shape else 1
         states, emissions = self.sampling_tables()

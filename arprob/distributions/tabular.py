@@ -11,13 +11,26 @@ from jax.scipy.special import logsumexp
 
 from arprob._enumerate import all_sequences, sequence_index
 from arprob._random import any_undecided, sampling_table, search, uniform_words
-from arprob._validation import check_logits, check_positive_int, check_probs, check_table_size, is_concrete
+from arprob._validation import (
+    check_int,
+    check_key,
+    check_logits,
+    check_positive_int,
+    check_probs,
+    check_real,
+    check_real_array,
+    check_sample_shape,
+    check_table_size,
+    is_concrete,
+)
 from arprob.distributions.base import SequenceDistribution
-from arprob.errors import ArprobTypeError, InvalidArgumentError, ShapeError
+from arprob.errors import ArprobTypeError, ShapeError
 from arprob.inference.chain import normalize_or_uniform
 
 _TABLE_FIX = ("a TabularJoint stores all V**L cells: use a smaller vocabulary or length, or a model with "
               "structure (MarkovChain, NGram, HMM) for long sequences")
+
+_AXES_FIX = "a table with more axes cannot fit in memory (at most 2**28 entries)"
 
 
 @partial(jax.jit, static_argnames=("shape", "vocab_size", "length"))
@@ -72,17 +85,26 @@ class TabularJoint(SequenceDistribution):
             raise ArprobTypeError(f"{owner}: pass exactly one of probs=... or logits=..., got "
                             f"{'both' if probs is not None else 'neither'}")
         table = probs if probs is not None else logits
+        name = "probs" if probs is not None else "logits"
+        if is_concrete(table) and not hasattr(table, "shape"):  # lists, strings, None
+            table = check_real_array(owner, name, table, finite=False)
+        elif is_concrete(table):
+            check_real_array(owner, name, np.asarray(table).reshape(-1)[:1], finite=False)
         ndim = np.ndim(table)
+        if ndim == 0:
+            raise ShapeError(f"{owner}: {name} is a scalar, expected an array of shape (V,)*L (one axis per "
+                             "position)")
         if length is None:
             length = ndim
         length = check_positive_int(owner, "length", length)
         if ndim < length:
-            raise ShapeError(f"{owner}: table has {ndim} axes, expected at least length={length}")
+            raise ShapeError(f"{owner}: {name} has {ndim} axes, expected at least length={length}")
         event = np.shape(table)[ndim - length :]
         if len(set(event)) != 1 or event[0] < 2:
             raise ShapeError(
-                f"{owner}: the last {length} axes have sizes {event}, expected ({', '.join(['V'] * length)}) "
-                "with one vocabulary size V >= 2 (pass length=... if leading axes are a batch)"
+                f"{owner}: {name} has shape {np.shape(table)}: its last {length} axes have sizes {event}, expected "
+                f"({', '.join(['V'] * length)}) with one vocabulary size V >= 2 (pass length=... if leading axes "
+                "are a batch)"
             )
         vocab_size = int(event[0])
         check_table_size(owner, "the table", np.shape(table), fix=_TABLE_FIX)
@@ -116,11 +138,15 @@ class TabularJoint(SequenceDistribution):
         :data:`~arprob._validation.MAX_TABLE_ENTRIES` entries is refused
         (:class:`~arprob.errors.EnumerationTooLargeError`) before anything is drawn.
         """
-        length = check_positive_int("TabularJoint.random", "length", length)
-        vocab_size = check_positive_int("TabularJoint.random", "vocab_size", vocab_size, minimum=2)
-        if not concentration > 0:
-            raise InvalidArgumentError(f"TabularJoint.random: concentration must be > 0, got {concentration}")
-        check_table_size("TabularJoint.random", "the table", tuple(batch_shape) + (vocab_size,) * length,
+        owner = "TabularJoint.random"
+        key = check_key(owner, key)
+        length = check_int(owner, "length", length, minimum=1, maximum=64,
+                         fix=_AXES_FIX)
+        vocab_size = check_int(owner, "vocab_size", vocab_size, minimum=2)
+        concentration = check_real(owner, "concentration", concentration, low=0.0, low_open=True,
+                                   fix="the Dirichlet concentration is a positive number")
+        batch_shape = check_sample_shape(owner, batch_shape, "batch_shape")
+        check_table_size(owner, "the table (vocab_size**length)", tuple(batch_shape) + (vocab_size,) * length,
                          fix=_TABLE_FIX)
         shape = tuple(batch_shape) + (vocab_size,) * length
         log_gammas = jax.random.loggamma(key, concentration, shape)
@@ -168,6 +194,7 @@ class TabularJoint(SequenceDistribution):
         quantized table, :meth:`sampling_table`; law :func:`~arprob._random.quantize`, within 1e-9
         TV of :meth:`law`), then its base-:math:`V` digits.
         """
+        key, sample_shape = self._check_sample_args(key, sample_shape)
         shape = tuple(sample_shape) + self.batch_shape
         return _sample_cells(key, self.sampling_table(), shape=shape, vocab_size=self.vocab_size,
                              length=self.length)

@@ -46,7 +46,7 @@ import numpy as np
 
 from arprob._enumerate import all_sequences
 from arprob._random import categorical
-from arprob._validation import check_enumeration, check_order, check_positive_int, is_concrete
+from arprob._validation import check_draw, check_enumeration, check_int, check_order, is_concrete, refuses_nan_output
 from arprob.conditionals import ExactConditionals, as_conditionals, join_static, split_static
 from arprob.distributions import HMM, MarkovChain, NGram
 from arprob.errors import ArprobTypeError, InvalidOrderError
@@ -69,12 +69,16 @@ def _resolve_order(owner: str, order, length: int):
     if order is None:
         return False, jnp.arange(length, dtype=jnp.int32)
     if isinstance(order, str):
-        if order != "random":
+        if order != "random":  # any other string
             raise InvalidOrderError(
                 f"{owner}: order={order!r} is not understood; expected None (left to right), "
                 f"'random' (uniform order per sample) or a permutation of range({length})"
             )
         return True, jnp.arange(length, dtype=jnp.int32)
+    if isinstance(order, (bool, int, float, np.number)) or (
+            is_concrete(order) and not isinstance(order, (jax.Array, np.ndarray, list, tuple))):
+        raise InvalidOrderError(f"{owner}: order={order!r} is not understood; expected None (left to right), "
+                                f"'random' or a permutation of range({length})")
     if is_concrete(order):
         check_order(owner, order, length)
         if np.ndim(order) != 1:
@@ -141,7 +145,7 @@ def ancestral(key, conditionals, num_samples: int, order=None):
     """
     owner = "ancestral"
     family = as_conditionals(conditionals, owner)
-    num_samples = check_positive_int(owner, "num_samples", num_samples)
+    key, num_samples = check_draw(owner, key, num_samples, family.length, family.vocab_size)
     random_order, fixed = _resolve_order(owner, order, family.length)
     model = _left_to_right_model(family, order, random_order, fixed)
     if model is not None:  # the model's O(L) scan over time
@@ -180,6 +184,7 @@ def _log_conditionals_on(family, sequences, observed_row, chunk: int = 4096):
     return np.concatenate(outputs, axis=0)
 
 
+@refuses_nan_output
 def ancestral_law(conditionals, order=None, *, max_entries: int = 2**26) -> np.ndarray:
     """Exact law of :func:`ancestral`, float64 over all ``V**L`` sequences (lexicographic).
 
@@ -192,6 +197,7 @@ def ancestral_law(conditionals, order=None, *, max_entries: int = 2**26) -> np.n
     family = as_conditionals(conditionals, owner)
     vocab_size, length = family.vocab_size, family.length
     random_order, fixed = _resolve_order(owner, order, length)
+    max_entries = check_int(owner, "max_entries", max_entries, minimum=1)
     if not is_concrete(fixed):
         raise ArprobTypeError(f"{owner}: order must be concrete (not traced)")
     factor = 2**length if random_order else length

@@ -51,7 +51,15 @@ import numpy as np
 
 from arprob._enumerate import all_sequences
 from arprob._random import categorical
-from arprob._validation import check_enumeration, check_positive_int, is_concrete
+from arprob._validation import (
+    check_draw,
+    check_enumeration,
+    check_int,
+    check_within_length,
+    check_work,
+    is_concrete,
+    refuses_nan_output,
+)
 from arprob.conditionals import as_conditionals, join_static, split_static
 from arprob.errors import ArprobTypeError
 from arprob.samplers.ancestral import _log_conditionals_on, _resolve_order
@@ -292,8 +300,8 @@ def any_subset_speculative(key, conditionals, num_samples: int, k: int, order="r
     """
     owner = "any_subset_speculative"
     family = as_conditionals(conditionals, owner)
-    num_samples = check_positive_int(owner, "num_samples", num_samples)
-    k = check_positive_int(owner, "k", k)
+    key, num_samples = check_draw(owner, key, num_samples, family.length, family.vocab_size)
+    k = check_within_length(owner, "k", k, family.length)
     random_order, fixed = _resolve_order(owner, order, family.length)
     dynamic, static = split_static(family)
     return _any_subset_speculative(key, dynamic, static, fixed, jnp.asarray(random_order), num_samples,
@@ -351,7 +359,8 @@ def _assd_in_order(table: _MaskTable, sigma, k: int, vocab_size: int):
 
 def _assd_dp(owner: str, conditionals, k, order, max_entries: int):
     family = as_conditionals(conditionals, owner)
-    k = check_positive_int(owner, "k", k)
+    k = check_within_length(owner, "k", k, family.length)
+    max_entries = check_int(owner, "max_entries", max_entries, minimum=1)
     vocab_size, length = family.vocab_size, family.length
     random_order, fixed = _resolve_order(owner, order, length)
     if not is_concrete(fixed):
@@ -370,6 +379,7 @@ def _assd_dp(owner: str, conditionals, k, order, max_entries: int):
     return law / num_orders, nfe / num_orders, rounds / num_orders
 
 
+@refuses_nan_output
 def any_subset_speculative_law(conditionals, k: int, order="random", *, max_entries: int = 2**26) -> np.ndarray:
     r"""Exact law of :func:`any_subset_speculative`, float64 over all ``V**L`` sequences (lexicographic).
 
@@ -394,6 +404,7 @@ def any_subset_speculative_law(conditionals, k: int, order="random", *, max_entr
     return _assd_dp("any_subset_speculative_law", conditionals, k, order, max_entries)[0]
 
 
+@refuses_nan_output
 def any_subset_speculative_cost(conditionals, k: int, order="random", *,
                                 max_entries: int = 2**26) -> tuple[float, float]:
     r"""Exact expected ``(nfe, rounds)`` per sequence of :func:`any_subset_speculative`.
@@ -475,7 +486,7 @@ def _sigma_gpt_rejection(key, dynamic, static, residual, num_samples: int, num_o
 
 def _check_sigma_gpt(owner: str, conditionals, num_orders, residual):
     family = as_conditionals(conditionals, owner)
-    num_orders = check_positive_int(owner, "num_orders", num_orders)
+    num_orders = check_int(owner, "num_orders", num_orders, minimum=1)
     residual = _check_bool(owner, "residual", residual)
     return family, num_orders, residual
 
@@ -545,7 +556,8 @@ def sigma_gpt_rejection(key, conditionals, num_samples: int, num_orders: int = 1
     """
     owner = "sigma_gpt_rejection"
     family, num_orders, residual = _check_sigma_gpt(owner, conditionals, num_orders, residual)
-    num_samples = check_positive_int(owner, "num_samples", num_samples)
+    key, num_samples = check_draw(owner, key, num_samples, family.length, family.vocab_size,
+                                  per_sample=num_orders, per_sample_name="num_orders")
     dynamic, static = split_static(family)
     return _sigma_gpt_rejection(key, dynamic, static, jnp.asarray(residual), num_samples, num_orders)
 
@@ -573,6 +585,10 @@ def _sigma_gpt_dp(owner: str, conditionals, num_orders, residual, max_entries: i
     vocab_size, length = family.vocab_size, family.length
     check_enumeration(owner, vocab_size, length, factor=max(math.factorial(length) * (length + 1), 2**length * length),
                       max_entries=max_entries, what="the σ-GPT rejection-sampling law")
+    # the sum over the N trials is a Python loop per revealed set: each step counted as 10**6 operations
+    check_work(owner, f"the law with num_orders={num_orders:,}",
+               float(num_orders) * 2.0**length * (1e6 + math.factorial(length) * (length + 1) * vocab_size**length),
+               fix="use fewer verification orders (the sum over the N trials is explicit)")
     sequences = all_sequences(vocab_size, length)
     table = _MaskTable(family, sequences)
     shape = (vocab_size,) * length
@@ -632,6 +648,7 @@ def _sigma_gpt_dp(owner: str, conditionals, num_orders, residual, max_entries: i
     return reach.get(full, np.zeros(sequences.shape[0])), nfe, rounds
 
 
+@refuses_nan_output
 def sigma_gpt_rejection_law(conditionals, num_orders: int = 1, residual: bool = False, *,
                             max_entries: int = 2**26) -> np.ndarray:
     r"""Exact law of :func:`sigma_gpt_rejection`, float64 over all ``V**L`` sequences (lexicographic).
@@ -664,6 +681,7 @@ def sigma_gpt_rejection_law(conditionals, num_orders: int = 1, residual: bool = 
     return _sigma_gpt_dp("sigma_gpt_rejection_law", conditionals, num_orders, residual, max_entries)[0]
 
 
+@refuses_nan_output
 def sigma_gpt_rejection_cost(conditionals, num_orders: int = 1, residual: bool = False, *,
                              max_entries: int = 2**26) -> tuple[float, float]:
     r"""Exact expected ``(nfe, rounds)`` per sequence of :func:`sigma_gpt_rejection`.

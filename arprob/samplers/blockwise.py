@@ -61,7 +61,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from arprob._enumerate import sequence_index
-from arprob._validation import check_enumeration, check_positive_int
+from arprob._validation import check_draw, check_enumeration, check_within_length
 from arprob.conditionals import as_conditionals, check_compatible, join_static, split_static
 
 __all__ = [
@@ -185,11 +185,11 @@ def _blockwise_parallel(target_dynamic, target_static, heads_dynamic, heads_stat
 
 
 def _families(owner: str, target, heads, block_size):
-    target = as_conditionals(target, owner)
-    heads = as_conditionals(heads, owner)
+    target = as_conditionals(target, owner, "target")
+    heads = as_conditionals(heads, owner, "heads")
     check_compatible(owner, heads, target, "heads", "target")
-    block_size = check_positive_int(owner, "block_size", block_size)
-    return target, heads, min(block_size, target.length)
+    block_size = check_within_length(owner, "block_size", block_size, target.length)
+    return target, heads, block_size
 
 
 def blockwise_parallel(key, target, heads, num_samples: int, block_size: int):
@@ -227,10 +227,10 @@ def blockwise_parallel(key, target, heads, num_samples: int, block_size: int):
         ``target_calls`` (iterations), ``head_calls``, ``nfe`` and ``accepted``
         per sample; :func:`blockwise_parallel_cost` predicts ``target_calls``.
     """
-    del key  # deterministic; kept for the uniform sampler signature
     owner = "blockwise_parallel"
     target, heads, block_size = _families(owner, target, heads, block_size)
-    num_samples = check_positive_int(owner, "num_samples", num_samples)
+    key, num_samples = check_draw(owner, key, num_samples, target.length, target.vocab_size, per_sample=2)
+    del key  # deterministic; kept (and checked) for the uniform sampler signature
     target_dynamic, target_static = split_static(target)
     # block_size = 1 never calls the heads: drop them so that every heads family shares one compilation
     heads_dynamic, heads_static = split_static(heads) if block_size > 1 else (None, None)
@@ -268,7 +268,7 @@ def greedy(target) -> np.ndarray:
     numpy.ndarray
         int32 tokens, shape ``(length,)``.
     """
-    family = as_conditionals(target, "greedy")
+    family = as_conditionals(target, "greedy", "target")
     length = family.length
     tokens = np.zeros(length, dtype=np.int32)
     for t in range(length):

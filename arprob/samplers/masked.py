@@ -45,7 +45,16 @@ import numpy as np
 
 from arprob._enumerate import all_sequences
 from arprob._random import categorical, gumbel
-from arprob._validation import check_enumeration, check_positive_int
+from arprob._validation import (
+    check_bool,
+    check_draw,
+    check_enumeration,
+    check_int,
+    check_memory,
+    check_within_length,
+    check_work,
+    refuses_nan_output,
+)
 from arprob.conditionals import as_conditionals, join_static, normalized_logits, split_static
 from arprob.errors import ArprobTypeError, InvalidArgumentError
 from arprob.samplers.ancestral import _log_conditionals_on
@@ -88,6 +97,17 @@ class FirstHittingStats(NamedTuple):
 
     nfe: jax.Array
     times: jax.Array
+
+
+def _check_steps(owner: str, num_steps, work_per_step: float) -> int:
+    """``num_steps`` as an int >= 1 whose total work (steps x work per step) is feasible."""
+    num_steps = check_int(owner, "num_steps", num_steps, minimum=1)
+    check_memory(owner, f"num_steps={num_steps:,}", (num_steps + 1, 64), itemsize=8,
+                 fix="use fewer steps (each token is revealed once, so many more steps than tokens add nothing)")
+    check_work(owner, f"num_steps={num_steps:,} denoising steps", float(num_steps) * max(work_per_step, 1.0),
+               fix="use fewer steps (beyond a few times the length, extra steps reveal nothing: "
+                   "each token is revealed once)")
+    return num_steps
 
 
 def _check_schedule(owner: str, schedule) -> Schedule:
@@ -184,8 +204,9 @@ def masked_euler(key, conditionals, num_samples: int, num_steps: int, schedule, 
     """
     owner = "masked_euler"
     family = as_conditionals(conditionals, owner)
-    num_samples = check_positive_int(owner, "num_samples", num_samples)
-    num_steps = check_positive_int(owner, "num_steps", num_steps)
+    key, num_samples = check_draw(owner, key, num_samples, family.length, family.vocab_size)
+    num_steps = _check_steps(owner, num_steps, num_samples * family.length * family.vocab_size)
+    cache = check_bool(owner, "cache", cache)
     schedule = _check_schedule(owner, schedule)
     reveal_probs = jnp.asarray(_reveal_probs(schedule, num_steps), jnp.result_type(float))
     dynamic, static = split_static(family)
@@ -217,6 +238,7 @@ def _clean_law(law_over_states: np.ndarray, vocab_size: int, length: int) -> np.
     return law_over_states[index]
 
 
+@refuses_nan_output
 def masked_euler_law(conditionals, num_steps: int, schedule, cache: bool = False, *,
                      max_entries: int = 2**22) -> np.ndarray:
     r"""Exact law of :func:`masked_euler` over all ``V**L`` sequences (float64, lexicographic).
@@ -231,7 +253,9 @@ def masked_euler_law(conditionals, num_steps: int, schedule, cache: bool = False
     """
     owner = "masked_euler_law"
     family = as_conditionals(conditionals, owner)
-    num_steps = check_positive_int(owner, "num_steps", num_steps)
+    num_steps = _check_steps(owner, num_steps, family.vocab_size ** min(family.length, 40))
+    cache = check_bool(owner, "cache", cache)
+    max_entries = check_int(owner, "max_entries", max_entries, minimum=1)
     schedule = _check_schedule(owner, schedule)
     del cache
     vocab_size, length = family.vocab_size, family.length
@@ -265,7 +289,7 @@ def _apply_product_kernel(law: np.ndarray, kernel: np.ndarray) -> np.ndarray:
 # -- parallel unmasking ----------------------------------------------------------------
 def _block_sizes(owner: str, k, length: int) -> tuple[int, ...]:
     if isinstance(k, (int, np.integer)) and not isinstance(k, bool):
-        k = check_positive_int(owner, "k", k)
+        k = check_within_length(owner, "k", k, length)
         return tuple([k] * (length // k) + ([length % k] if length % k else []))
     is_int = lambda value: isinstance(value, (int, np.integer)) and not isinstance(value, bool)  # noqa: E731
     if isinstance(k, (str, bytes)) or not hasattr(k, "__iter__") or not all(is_int(s) for s in k):
@@ -327,12 +351,13 @@ def parallel_unmask(key, conditionals, num_samples: int, k):
     """
     owner = "parallel_unmask"
     family = as_conditionals(conditionals, owner)
-    num_samples = check_positive_int(owner, "num_samples", num_samples)
+    key, num_samples = check_draw(owner, key, num_samples, family.length, family.vocab_size)
     sizes = _block_sizes(owner, k, family.length)
     dynamic, static = split_static(family)
     return _parallel_unmask(key, dynamic, static, num_samples, sizes)
 
 
+@refuses_nan_output
 def parallel_unmask_law(conditionals, k, *, max_entries: int = 2**26) -> np.ndarray:
     r"""Exact law of :func:`parallel_unmask` (float64, lexicographic over ``V**L``).
 
@@ -410,11 +435,12 @@ def first_hitting(key, conditionals, num_samples: int):
     """
     owner = "first_hitting"
     family = as_conditionals(conditionals, owner)
-    num_samples = check_positive_int(owner, "num_samples", num_samples)
+    key, num_samples = check_draw(owner, key, num_samples, family.length, family.vocab_size)
     dynamic, static = split_static(family)
     return _first_hitting(key, dynamic, static, num_samples)
 
 
+@refuses_nan_output
 def first_hitting_law(conditionals, *, max_entries: int = 2**24) -> np.ndarray:
     r"""Exact law of :func:`first_hitting` (float64, lexicographic over ``V**L``).
 

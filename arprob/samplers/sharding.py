@@ -14,7 +14,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from arprob._validation import check_positive_int
+from arprob._validation import check_int, check_key, check_memory
 from arprob.errors import ArprobTypeError
 
 __all__ = ["sample_sharded"]
@@ -50,8 +50,12 @@ def sample_sharded(sample, key, num_samples: int, *, devices="all", batch_size: 
     if not callable(sample):
         raise ArprobTypeError(f"{owner}: sample must be callable as sample(key, num_samples), "
                               f"got {type(sample).__name__}")
-    num_samples = check_positive_int(owner, "num_samples", num_samples)
-    batch_size = check_positive_int(owner, "batch_size", batch_size or min(num_samples, 2**16))
+    key = check_key(owner, key)
+    num_samples = check_int(owner, "num_samples", num_samples, minimum=1)
+    batch_size = check_int(owner, "batch_size", min(num_samples, 2**16) if batch_size is None else batch_size,
+                           minimum=1)
+    check_memory(owner, f"keeping num_samples={num_samples:,} samples", (num_samples, 64), itemsize=4,
+                 fix="keep fewer samples, or count them as they are drawn (arprob.verify.check streams)")
     mesh, num_devices = resolve_devices(owner, devices)
     num_batches = -(-num_samples // batch_size)
     per_device = -(-num_batches // num_devices)

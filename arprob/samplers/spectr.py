@@ -37,6 +37,7 @@ tuples, independently of the sampler.
 from __future__ import annotations
 
 import itertools
+import math
 from functools import partial
 from typing import NamedTuple
 
@@ -47,9 +48,18 @@ from scipy.optimize import linprog
 
 from arprob._enumerate import all_sequences
 from arprob._random import categorical
-from arprob._validation import check_enumeration, check_positive_int
+from arprob._validation import (
+    check_draw,
+    check_enumeration,
+    check_int,
+    check_probs,
+    check_real,
+    check_real_array,
+    check_within_length,
+    refuses_nan_output,
+)
 from arprob.conditionals import join_static, split_static
-from arprob.errors import EnumerationTooLargeError, InvalidArgumentError
+from arprob.errors import EnumerationTooLargeError, InvalidArgumentError, ShapeError
 from arprob.samplers.speculative import _families, _log_positive_part, prefix_log_probs, row_log_probs
 
 __all__ = [
@@ -156,14 +166,13 @@ def _rho_jax(p, q, survivors, num_drafts: int):
 
 
 def _as_pair(owner: str, p, q):
-    p = np.asarray(p, np.float64)
-    q = np.asarray(q, np.float64)
-    if p.shape != q.shape or p.ndim < 1:
-        raise InvalidArgumentError(f"{owner}: p and q must have the same shape (..., V), got {p.shape} and {q.shape}")
-    for name, value in (("p", p), ("q", q)):
-        if np.any(~np.isfinite(value)) or np.any(value < 0) or np.any(np.abs(value.sum(axis=-1) - 1) > 1e-9):
-            raise InvalidArgumentError(f"{owner}: {name} must be probability vectors (non-negative, summing to 1 "
-                                       f"along the last axis), got {value}")
+    p = check_real_array(owner, "p", p)
+    q = check_real_array(owner, "q", q)
+    if p.shape != q.shape or p.ndim < 1 or p.shape[-1] < 1:
+        raise ShapeError(f"{owner}: p and q must have the same shape (..., V) with V >= 1, "
+                         f"got {p.shape} and {q.shape}")
+    check_probs(owner, "p", p)
+    check_probs(owner, "q", q)
     return p, q
 
 
@@ -176,7 +185,7 @@ def kseq_rho(p, q, num_drafts: int) -> np.ndarray:
     """
     owner = "kseq_rho"
     p, q = _as_pair(owner, p, q)
-    k = check_positive_int(owner, "num_drafts", num_drafts)
+    k = check_int(owner, "num_drafts", num_drafts, minimum=1)
     return _rho_numpy(p, q, k)
 
 
@@ -184,7 +193,10 @@ def kseq_acceptance(p, q, num_drafts: int, rho=None) -> np.ndarray:
     r"""P(some candidate is accepted) :math:`= 1 - (1 - \beta)^k` (theorem 7), for ``rho`` or :func:`kseq_rho`."""
     owner = "kseq_acceptance"
     p, q = _as_pair(owner, p, q)
-    k = check_positive_int(owner, "num_drafts", num_drafts)
+    k = check_int(owner, "num_drafts", num_drafts, minimum=1)
+    if rho is not None:
+        rho = check_real(owner, "rho", rho, low=1.0, high=float(k),
+                         fix="rho is the k-SEQ scale, feasible in [1, num_drafts]; omit it to use kseq_rho")
     rho = _rho_numpy(p, q, k) if rho is None else np.broadcast_to(np.asarray(rho, np.float64), p.shape[:-1])
     _, beta = _residual_weights(p, q, rho, k, np)
     return 1.0 - (1.0 - beta) ** k
@@ -222,7 +234,7 @@ def optimal_acceptance(p, q, num_drafts: int, method: str = "lp") -> float:
     p, q = _as_pair(owner, p, q)
     if p.ndim != 1:
         raise InvalidArgumentError(f"{owner}: p and q must be 1-d, got shape {p.shape}")
-    k = check_positive_int(owner, "num_drafts", num_drafts)
+    k = check_int(owner, "num_drafts", num_drafts, minimum=1)
     vocab_size = p.size
     if method == "cut":
         if vocab_size > 20:
@@ -232,8 +244,9 @@ def optimal_acceptance(p, q, num_drafts: int, method: str = "lp") -> float:
         return float(np.min(members @ p + 1.0 - (members @ q) ** k))
     if method != "lp":
         raise InvalidArgumentError(f"{owner}: method must be 'lp' or 'cut', got {method!r}")
-    if vocab_size ** (k + 1) > 10**5:
-        raise EnumerationTooLargeError(f"{owner}: the linear program has V**(k+1) = {vocab_size ** (k + 1):,} "
+    if (k + 1) * math.log10(vocab_size) > 5:
+        raise EnumerationTooLargeError(f"{owner}: the linear program has V**(k+1) = "
+                                       f"10^{(k + 1) * math.log10(vocab_size):.1f} "
                                        "variables, over 100,000; use method='cut' or a smaller num_drafts")
     tuples = list(itertools.product(range(vocab_size), repeat=k))
     # one variable per (tuple, token of the tuple): the pairs that earn the reward
@@ -372,9 +385,10 @@ def spectr(key, target, draft, num_samples: int, num_drafts: int, draft_length: 
     """
     owner = "spectr"
     target, draft = _families(owner, target, draft)
-    num_samples = check_positive_int(owner, "num_samples", num_samples)
-    num_drafts = check_positive_int(owner, "num_drafts", num_drafts)
-    draft_length = check_positive_int(owner, "draft_length", draft_length)
+    num_drafts = check_int(owner, "num_drafts", num_drafts, minimum=1)
+    key, num_samples = check_draw(owner, key, num_samples, target.length, target.vocab_size,
+                                  per_sample=num_drafts + 1, per_sample_name="num_drafts")
+    draft_length = check_within_length(owner, "draft_length", draft_length, target.length)
     return _run(key, target, draft, num_samples, num_drafts, draft_length, None)
 
 
@@ -418,9 +432,11 @@ def _kseq_outcomes(p: np.ndarray, q: np.ndarray, k: int, fixed_rho: float | None
 
 def _spectr_dp(target, draft, num_drafts: int, draft_length: int, fixed_rho, max_entries: int, owner: str):
     vocab_size, length = target.vocab_size, target.length
-    if vocab_size**num_drafts > 4096:
+    if num_drafts * math.log2(vocab_size) > 12:
+        shown = f"{vocab_size ** num_drafts:,}" if num_drafts * math.log2(vocab_size) < 64 else \
+            f"about 10^{num_drafts * math.log10(vocab_size):.1f}"
         raise EnumerationTooLargeError(f"{owner}: enumerating the candidate tuples needs V**num_drafts = "
-                                       f"{vocab_size ** num_drafts:,} > 4,096 per position; use fewer drafts")
+                                       f"{shown} > 4,096 per position; use fewer drafts (num_drafts)")
     check_enumeration(owner, vocab_size, length, factor=length * (draft_length + 1) * (num_drafts + 1),
                       max_entries=max_entries, what="the SpecTr law")
     sequences = all_sequences(vocab_size, length)
@@ -463,19 +479,21 @@ def _spectr_dp(target, draft, num_drafts: int, draft_length: int, fixed_rho, max
     return law, SpecTrCost(float(target_calls), float(draft_calls), float(accepted))
 
 
+@refuses_nan_output
 def spectr_law(target, draft, num_drafts: int, draft_length: int, *, max_entries: int = 2**26) -> np.ndarray:
     """Exact law of :func:`spectr`, float64 over all ``V**L`` sequences (lexicographic)."""
     owner = "spectr_law"
     target, draft = _families(owner, target, draft)
-    num_drafts = check_positive_int(owner, "num_drafts", num_drafts)
-    draft_length = check_positive_int(owner, "draft_length", draft_length)
+    num_drafts = check_int(owner, "num_drafts", num_drafts, minimum=1)
+    draft_length = check_within_length(owner, "draft_length", draft_length, target.length)
     return _spectr_dp(target, draft, num_drafts, draft_length, None, max_entries, owner)[0]
 
 
+@refuses_nan_output
 def spectr_cost(target, draft, num_drafts: int, draft_length: int, *, max_entries: int = 2**26) -> SpecTrCost:
     """Exact expected target calls, draft calls and accepted draft tokens per sequence."""
     owner = "spectr_cost"
     target, draft = _families(owner, target, draft)
-    num_drafts = check_positive_int(owner, "num_drafts", num_drafts)
-    draft_length = check_positive_int(owner, "draft_length", draft_length)
+    num_drafts = check_int(owner, "num_drafts", num_drafts, minimum=1)
+    draft_length = check_within_length(owner, "draft_length", draft_length, target.length)
     return _spectr_dp(target, draft, num_drafts, draft_length, None, max_entries, owner)[1]

@@ -42,7 +42,14 @@ import numpy as np
 
 from arprob._enumerate import all_sequences
 from arprob._random import categorical
-from arprob._validation import check_enumeration, check_positive_int
+from arprob._validation import (
+    check_draw,
+    check_enumeration,
+    check_int,
+    check_real_array,
+    check_within_length,
+    refuses_nan_output,
+)
 from arprob.conditionals import as_conditionals, check_compatible, join_static, normalized_logits, split_static
 from arprob.errors import InvalidArgumentError
 
@@ -128,8 +135,10 @@ def expected_tokens_per_call(acceptance, draft_length: int):
     one), so it yields :math:`1 + \sum_{j=1}^{\gamma} \alpha^j` tokens in
     expectation (theorem 6).  Vectorized over ``acceptance``.
     """
-    gamma = check_positive_int("expected_tokens_per_call", "draft_length", draft_length)
-    alpha = np.asarray(acceptance, dtype=np.float64)
+    owner = "expected_tokens_per_call"
+    gamma = check_int(owner, "draft_length", draft_length, minimum=1, maximum=10**5,
+                      fix="the sum converges geometrically; 10**5 terms is the limit")
+    alpha = check_real_array(owner, "acceptance", acceptance)
     if np.any(~np.isfinite(alpha)) or np.any(alpha < 0) or np.any(alpha > 1):
         raise InvalidArgumentError(f"expected_tokens_per_call: acceptance must be in [0, 1], got {acceptance}")
     return sum(alpha**j for j in range(gamma + 1))
@@ -278,8 +287,8 @@ def _speculative(key, target_dynamic, target_static, draft_dynamic, draft_static
 
 
 def _families(owner: str, target, draft):
-    target = as_conditionals(target, owner)
-    draft = as_conditionals(draft, owner)
+    target = as_conditionals(target, owner, "target")
+    draft = as_conditionals(draft, owner, "draft")
     check_compatible(owner, draft, target, "draft", "target")
     return target, draft
 
@@ -308,8 +317,8 @@ def speculative(key, target, draft, num_samples: int, draft_length: int):
     """
     owner = "speculative"
     target, draft = _families(owner, target, draft)
-    num_samples = check_positive_int(owner, "num_samples", num_samples)
-    draft_length = check_positive_int(owner, "draft_length", draft_length)
+    key, num_samples = check_draw(owner, key, num_samples, target.length, target.vocab_size, per_sample=2)
+    draft_length = check_within_length(owner, "draft_length", draft_length, target.length)
     return _run(key, target, draft, num_samples, draft_length, _Variant())
 
 
@@ -437,6 +446,7 @@ def _round_dp(target, draft, draft_length: int, variant: _Variant, max_entries: 
                                           float(rejected))
 
 
+@refuses_nan_output
 def speculative_law(target, draft, draft_length: int, *, max_entries: int = 2**26) -> np.ndarray:
     """Exact law of :func:`speculative`, float64 over all ``V**L`` sequences (lexicographic).
 
@@ -446,10 +456,11 @@ def speculative_law(target, draft, draft_length: int, *, max_entries: int = 2**2
     """
     owner = "speculative_law"
     target, draft = _families(owner, target, draft)
-    draft_length = check_positive_int(owner, "draft_length", draft_length)
+    draft_length = check_within_length(owner, "draft_length", draft_length, target.length)
     return _round_dp(target, draft, draft_length, _Variant(), max_entries, owner)[0]
 
 
+@refuses_nan_output
 def speculative_cost(target, draft, draft_length: int, *, max_entries: int = 2**26) -> SpeculativeCost:
     """Exact expected target calls, draft calls, drafted, accepted and rejected drafts per sequence.
 
@@ -460,5 +471,5 @@ def speculative_cost(target, draft, draft_length: int, *, max_entries: int = 2**
     """
     owner = "speculative_cost"
     target, draft = _families(owner, target, draft)
-    draft_length = check_positive_int(owner, "draft_length", draft_length)
+    draft_length = check_within_length(owner, "draft_length", draft_length, target.length)
     return _round_dp(target, draft, draft_length, _Variant(), max_entries, owner)[1]

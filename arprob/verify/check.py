@@ -55,8 +55,15 @@ import jax
 import numpy as np
 from scipy import stats
 
-from arprob._validation import check_positive_int
-from arprob.errors import ArprobTypeError, IncompatibleError, InvalidArgumentError, InvalidTokenError
+from arprob._validation import check_bool, check_int, check_memory, check_positive_int, check_probs, check_real_array
+from arprob.errors import (
+    ArprobError,
+    ArprobTypeError,
+    EnumerationTooLargeError,
+    IncompatibleError,
+    InvalidArgumentError,
+    InvalidTokenError,
+)
 from arprob.verify.distances import tv
 from arprob.verify.gof import MIN_EXPECTED, _pool, _test_counts
 from arprob.verify.planning import detectable, plan
@@ -76,7 +83,7 @@ from arprob.verify.targets import resolve_target
 
 __all__ = ["check", "holm"]
 
-MAX_SAMPLES = 2**44  # about 1.8e13: beyond this no run finishes; refused up front
+MAX_SAMPLES = 2**36  # about 6.9e10, two hours at the fastest measured CPU rate (10^7/s): refused up front
 
 
 def holm(p_values) -> np.ndarray:
@@ -215,10 +222,16 @@ def check(sampler, target, *, alpha: float = 1e-4, power: float = 0.99, deviatio
             or not 0 < float(deviation) <= 1:
         raise InvalidArgumentError(f"{owner}: deviation must be a TV distance in (0, 1], got {deviation!r}")
     max_joint_cells = check_positive_int(owner, "max_joint_cells", max_joint_cells, minimum=2)
+    seed = check_int(owner, "seed", seed, minimum=0, maximum=2**63 - 1)
+    if fuse is not None:
+        fuse = check_bool(owner, "fuse", fuse)
     if progress is not None and not callable(progress):
         raise ArprobTypeError(f"{owner}: progress must be callable as progress(done, total, seconds), "
                               f"got {type(progress).__name__}")
 
+    if law is not None and not callable(law):
+        law = check_real_array(owner, "law", law).ravel()
+        check_probs(owner, "law", law)
     if reference is None:
         model, exact = resolve_target(owner, target)
     else:
@@ -239,13 +252,21 @@ def check(sampler, target, *, alpha: float = 1e-4, power: float = 0.99, deviatio
     largest = max(sizes.values())
     planned = num_samples is None
     if planned:
-        num_samples = plan(deviation, largest, alpha / len(tests), power) * (2 if reference is not None else 1)
-    num_samples = check_positive_int(owner, "num_samples", num_samples)
+        try:
+            num_samples = plan(deviation, largest, alpha / len(tests), power) * (2 if reference is not None else 1)
+        except ArprobError as error:
+            raise EnumerationTooLargeError(f"{owner}: deviation={deviation:g} cannot be planned: "
+                                           f"{str(error).removeprefix('plan: ')}") from None
+    num_samples = check_int(owner, "num_samples", num_samples, minimum=1)
     if num_samples > MAX_SAMPLES:
-        raise InvalidArgumentError(
-            f"{owner}: num_samples={num_samples:,} is beyond what any run finishes (limit {MAX_SAMPLES:,}); "
-            "raise deviation or pass a smaller num_samples (arprob.verify.resolution tells what a time "
-            "budget detects)")
+        hours = num_samples / 1e7 / 3600
+        what = f"deviation={deviation:g} needs" if planned else "num_samples is"
+        raise EnumerationTooLargeError(
+            f"{owner}: {what} {num_samples:,} samples, about {hours:,.1f} hours at 10^7 samples/s (the fastest "
+            f"CPU rate measured), over the limit of {MAX_SAMPLES:,} (arprob.verify.check.MAX_SAMPLES); "
+            + ("raise deviation (the samples needed grow as 1/deviation**2)" if planned else
+               "pass a smaller num_samples")
+            + " -- arprob.verify.resolution tells what a time budget detects")
 
     support = "log_prob" if exact else ("conditionals" if reference is None else None)
     counter_fn = batch_counter(model, counters, vocab_size, length, support=support)
@@ -257,7 +278,9 @@ def check(sampler, target, *, alpha: float = 1e-4, power: float = 0.99, deviatio
     per_sample_bytes = 8.0 * length * (vocab_size if evaluates_rows else 1) * 4
     if batch_size is None:
         batch_size = choose_batch_size(num_samples, per_sample_bytes)
-    batch_size = check_positive_int(owner, "batch_size", batch_size)
+    batch_size = check_int(owner, "batch_size", batch_size, minimum=1)
+    check_memory(owner, f"batch_size={batch_size:,}", (batch_size, per_sample_bytes), itemsize=1,
+                 fix="pass a smaller batch_size, or None to choose one from the memory available")
 
     key = jax.random.key(seed)
     key_sampler, key_count, key_reference = jax.random.split(key, 3)
@@ -324,7 +347,9 @@ def check(sampler, target, *, alpha: float = 1e-4, power: float = 0.99, deviatio
         sampler_law = sampler_law()
     exact_tv = None
     if sampler_law is not None and target_law is not None:
-        sampler_law = np.asarray(sampler_law, np.float64).ravel()
+        name = "law" if law is not None else "sampler.law"
+        sampler_law = check_real_array(owner, name, sampler_law).ravel()
+        check_probs(owner, name, sampler_law)
         if sampler_law.size != target_law.size:
             raise IncompatibleError(f"{owner}: the sampler's law has {sampler_law.size} entries but the target "
                                     f"has {target_law.size} = {vocab_size}**{length} sequences")

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.tree_util import register_pytree_node_class
 
-from arprob._validation import check_positive_int
+from arprob._validation import check_bool, check_int, check_positive_int, check_table_size
 from arprob.errors import ArprobTypeError
 
 __all__ = ["LeftToRight", "left_to_right"]
@@ -102,8 +102,11 @@ def left_to_right(logits_fn: Callable, vocab_size: int, length: int, *, batched:
         raise ArprobTypeError(f"{owner}: logits_fn must be callable as logits_fn(prefix) -> (vocab_size,) logits, "
                               f"got {type(logits_fn).__name__}")
     vocab_size = check_positive_int(owner, "vocab_size", vocab_size, minimum=2)
-    length = check_positive_int(owner, "length", length)
-    return LeftToRight(logits_fn, vocab_size, length, bool(batched))
+    length = check_int(owner, "length", length, minimum=1, maximum=2**31 - 1, fix="positions are int32")
+    batched = check_bool(owner, "batched", batched)
+    check_table_size(owner, "one batch of next-token logits (vocab_size x length)", (vocab_size, length),
+                     fix="the next-token logits of every position must fit in memory")
+    return LeftToRight(logits_fn, vocab_size, length, batched)
 
 
 @register_pytree_node_class
@@ -161,7 +164,9 @@ def resolve_target(owner: str, target):
     from arprob.conditionals import Conditionals
 
     if isinstance(target, Conditionals) and callable(target):
-        return _AnySubsetPrefix(target), False
+        from arprob.conditionals import as_conditionals
+
+        return _AnySubsetPrefix(as_conditionals(target, owner, "target")), False
     raise ArprobTypeError(
         f"{owner}: target must be an exact arprob model (TabularJoint, MarkovChain, NGram, HMM, ...), a conditional "
         f"family, or a next-token function wrapped with arprob.verify.left_to_right(fn, vocab_size, length); "

@@ -12,6 +12,16 @@ from hostile.framework import Edge, Entry
 V, L = 2, 3
 
 
+def EMPTY_BATCH(argument, *more):  # noqa: N802
+    """An empty batch (0 sequences) is valid where a function maps each sequence to a value: the answer is
+    empty too."""
+    return frozenset({(argument, "empty")}).union(more)
+
+
+# draft, block and reveal sizes above the length act as the length (clamped, documented): valid input
+CLAMPED = {"draft_length", "block_size", "k"}
+
+
 def _key():
     import jax
 
@@ -63,17 +73,23 @@ def _model_entries():
     count, key = "count", "key"
     entries = [
         Entry("TabularJoint", lambda: (TabularJoint, dict(probs=np.full((V,) * L, 1.0 / V**L))),
-              {"probs": "probs", "length": count}),
+              {"probs": "probs", "length": count},
+              # length=None is the default (every axis is a position); a leading axis is a batch
+              skip=frozenset({("length", "none"), ("probs", "extra-dim")})),
         Entry("TabularJoint.random", lambda: (TabularJoint.random, dict(key=_key(), length=L, vocab_size=V)),
               {"key": key, "length": count, "vocab_size": count, "concentration": "positive"}),
         Entry("MarkovChain", lambda: (MarkovChain, dict(initial_probs=np.array([0.3, 0.7]),
                                                         transition_probs=np.array([[0.6, 0.4], [0.2, 0.8]]),
                                                         length=L)),
-              {"initial_probs": "probs", "transition_probs": "probs", "length": count}),
+              {"initial_probs": "probs", "transition_probs": "probs", "length": count},
+              # a leading axis is a batch of chains
+              skip=frozenset({("initial_probs", "extra-dim"), ("transition_probs", "extra-dim")})),
         Entry("MarkovChain.random", lambda: (MarkovChain.random, dict(key=_key(), length=L, vocab_size=V)),
               {"key": key, "length": count, "vocab_size": count, "concentration": "positive"}),
         Entry("NGram", lambda: (NGram, dict(table=np.full((V + 1, V + 1, V), 1.0 / V), length=L, context_size=2)),
-              {"table": "probs", "length": count, "context_size": count}),
+              {"table": "probs", "length": count, "context_size": count},
+              # context_size=None is the default (read from the table); a leading axis is a batch
+              skip=frozenset({("context_size", "none"), ("table", "extra-dim")})),
         Entry("NGram.random", lambda: (NGram.random, dict(key=_key(), length=L, vocab_size=V, context_size=2)),
               {"key": key, "length": count, "vocab_size": count, "context_size": count,
                "concentration": "positive"}),
@@ -90,7 +106,7 @@ def _model_entries():
             Entry(f"{name}.sample", lambda make=make: (make().sample, dict(key=_key(), sample_shape=(4,))),
                   {"key": key, "sample_shape": "sample_shape"}),
             Entry(f"{name}.log_prob", lambda make=make: (make().log_prob, dict(value=_tokens())),
-                  {"value": "tokens"}),
+                  {"value": "tokens"}, skip=EMPTY_BATCH("value")),
             Entry(f"{name}.marginal_log_prob",
                   lambda make=make: (make().marginal_log_prob, dict(x=_tokens(), observed=_mask())),
                   {"x": "tokens", "observed": "mask"},
@@ -172,10 +188,12 @@ def _sampler_entries():
         Entry("kseq_acceptance", lambda: (samplers.kseq_acceptance, dict(p=np.array([0.2, 0.8]),
                                                                          q=np.array([0.5, 0.5]), num_drafts=2)),
               {"p": "probs", "q": "probs", "num_drafts": count, "rho": "positive"},
-              skip=frozenset({("rho", "none")})),  # rho=None is the documented default (computed)
+              # rho=None is the documented default (computed); any num_drafts is a valid k in the formula
+              skip=frozenset({("rho", "none"), ("num_drafts", "huge")})),
         Entry("kseq_rho", lambda: (samplers.kseq_rho, dict(p=np.array([0.2, 0.8]), q=np.array([0.5, 0.5]),
                                                            num_drafts=2)),
-              {"p": "probs", "q": "probs", "num_drafts": count}),
+              {"p": "probs", "q": "probs", "num_drafts": count},
+              skip=frozenset({("num_drafts", "huge")})),  # the bisection works for any k
         Entry("optimal_acceptance", lambda: (samplers.optimal_acceptance, dict(p=np.array([0.2, 0.8]),
                                                                                q=np.array([0.5, 0.5]),
                                                                                num_drafts=2)),
@@ -231,27 +249,30 @@ def _anyorder_entries():
     return [
         Entry("AnyOrderAR", lambda: (AnyOrderAR, dict(conditionals=_chain())), {"conditionals": "family"}),
         Entry("AnyOrderAR.log_prob", lambda: (aoar().log_prob, dict(x=_tokens(), order=np.array([2, 0, 1]))),
-              {"x": tokens, "order": "order"}),
-        Entry("AnyOrderAR.expected_nll", lambda: (aoar().expected_nll, dict(x=_tokens())), {"x": tokens}),
+              {"x": tokens, "order": "order"}, skip=EMPTY_BATCH("x")),
+        Entry("AnyOrderAR.expected_nll", lambda: (aoar().expected_nll, dict(x=_tokens())), {"x": tokens},
+              skip=EMPTY_BATCH("x")),
         Entry("AnyOrderAR.expected_nll_mc", lambda: (aoar().expected_nll_mc, dict(key=_key(), x=_tokens(),
                                                                                 num_orders=3)),
-              {"key": "key", "x": tokens, "num_orders": "count"}),
-        Entry("AnyOrderAR.mixture_log_prob", lambda: (aoar().mixture_log_prob, dict(x=_tokens())), {"x": tokens}),
+              {"key": "key", "x": tokens, "num_orders": "count"}, skip=EMPTY_BATCH("x")),
+        Entry("AnyOrderAR.mixture_log_prob", lambda: (aoar().mixture_log_prob, dict(x=_tokens())), {"x": tokens},
+              skip=EMPTY_BATCH("x")),
         Entry("AnyOrderAR.law", lambda: (aoar().law, dict(order=np.array([2, 0, 1]))), {"order": "order"}),
         Entry("AbsorbingDiffusion", lambda: (AbsorbingDiffusion, dict(conditionals=_chain(), schedule=linear())),
               {"conditionals": "family", "schedule": "schedule"}),
-        Entry("AbsorbingDiffusion.elbo", lambda: (diffusion().elbo, dict(x0=_tokens())), {"x0": tokens}),
+        Entry("AbsorbingDiffusion.elbo", lambda: (diffusion().elbo, dict(x0=_tokens())), {"x0": tokens},
+              skip=EMPTY_BATCH("x0")),
         Entry("AbsorbingDiffusion.truncation_gap", lambda: (diffusion().truncation_gap, dict(x0=_tokens())),
-              {"x0": tokens}),
+              {"x0": tokens}, skip=EMPTY_BATCH("x0")),
         Entry("AbsorbingDiffusion.forward_law", lambda: (diffusion().forward_law, dict(x0=_tokens()[0], t=0.5)),
               {"x0": tokens, "t": "unit"}),
         Entry("AbsorbingDiffusion.marginal_law", lambda: (diffusion().marginal_law, dict(t=0.5)), {"t": "unit"}),
-        Entry("AbsorbingDiffusion.expected_loss", lambda: (diffusion().expected_loss, dict(x0=_tokens(), form="elbo")),
-              {"x0": tokens, "form": "choice"}),
+        Entry("AbsorbingDiffusion.expected_loss", lambda: (diffusion().expected_loss, dict(x0=_tokens(), form="mdlm")),
+              {"x0": tokens, "form": "choice"}, skip=EMPTY_BATCH("x0")),
         Entry("AbsorbingDiffusion.training_loss", lambda: (diffusion().training_loss,
-                                                           dict(key=_key(), x0=_tokens(), form="elbo",
+                                                           dict(key=_key(), x0=_tokens(), form="mdlm",
                                                                 num_samples=4)),
-              {"key": "key", "x0": tokens, "form": "choice", "num_samples": "count"}),
+              {"key": "key", "x0": tokens, "form": "choice", "num_samples": "count"}, skip=EMPTY_BATCH("x0")),
     ]
 
 
@@ -262,14 +283,18 @@ def _check_entries():
     def sampler(key, num_samples):
         return ancestral(key, _chain(), num_samples)
 
-    base = dict(sampler=sampler, target=_chain(), num_samples=2000, seed=0)
+    base = dict(sampler=sampler, target=_chain(), num_samples=2000, seed=0, law=_chain().law())
     return [
         Entry("check", lambda: (verify.check, dict(base)),
               {"sampler": "callable", "target": "family", "alpha": "unit-open", "power": "unit-open",
                "deviation": "unit-open", "num_samples": "count", "projections": "choice", "seed": "natural",
-               "batch_size": "count", "max_joint_cells": "count", "fuse": "bool"},
+               "batch_size": "count", "max_joint_cells": "count", "fuse": "bool", "law": "law"},
               # None means "planned from deviation" / "automatic" for these two
               skip=frozenset({("num_samples", "none"), ("batch_size", "none"), ("fuse", "none"),
+                              # law=None means "no exact law given" (the default)
+                              ("law", "none"),
+                              # deviation=1 is allowed (TV is at most 1)
+                              ("deviation", "one"),
                               # seed is an int of any size (it is folded into a key)
                               ("seed", "huge"),
                               # a huge cap on joint cells is allowed (the joint is then tested if it fits)
@@ -349,5 +374,16 @@ def _edges():
     return edges
 
 
-ENTRIES = _model_entries() + _conditional_entries() + _sampler_entries() + _anyorder_entries() + _check_entries()
+def _with_clamped_skips(entries):
+    out = []
+    for entry in entries:
+        clamped = {(argument, "huge") for argument in entry.arguments if argument in CLAMPED}
+        if clamped and entry.owner != "expected_tokens_per_call":
+            entry = Entry(entry.owner, entry.build, entry.arguments, entry.extra, entry.skip | clamped)
+        out.append(entry)
+    return out
+
+
+ENTRIES = _with_clamped_skips(_model_entries() + _conditional_entries() + _sampler_entries() + _anyorder_entries()
+                              + _check_entries())
 EDGES = _edges()

@@ -26,7 +26,8 @@ def runner():
 
 
 def _describe(failures):
-    return "\n".join(f"  {argument}={spec[0]}: {outcome}: {detail[:400]}" for argument, spec, outcome, detail in failures)
+    return "\n".join(f"  {argument}={spec[0]}: {outcome}: {detail[:400]}"
+                     for argument, spec, outcome, detail in failures)
 
 
 @pytest.mark.parametrize("entry_id", sorted(ENTRIES))
