@@ -479,6 +479,9 @@ def check_real_array(owner: str, name: str, value, *, finite: bool = True, allow
     except Exception as error:  # ragged lists and the like
         raise ArprobTypeError(
             f"{owner}: {name} must be an array of real numbers, got {_show(value)} ({error})") from None
+    if array.dtype != object and jax.numpy.issubdtype(array.dtype, jax.numpy.floating) \
+            and not np.issubdtype(array.dtype, np.number):  # bfloat16 / float16 of ml_dtypes
+        array = array.astype(np.float64)
     if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
         raise ArprobTypeError(f"{owner}: {name} must be an array of real numbers, got dtype {array.dtype}")
     if np.iscomplexobj(array):

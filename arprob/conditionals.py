@@ -335,8 +335,8 @@ def _remember(obj, what: str) -> bool:
         return True
     try:
         _CHECKED[key] = weakref.ref(obj, lambda _, key=key: _CHECKED.pop(key, None))
-    except TypeError:
-        pass
+    except TypeError:  # not weak-referenceable: not remembered, so checked again on every use
+        return False
     return False
 
 
@@ -530,6 +530,13 @@ class PerturbedConditionals:
         return f"perturbed({self.base!r}, scale={self.scale})"
 
 
+def _key_data(key):
+    """The raw ``uint32`` data of a typed or legacy key."""
+    if jnp.issubdtype(jnp.asarray(key).dtype, jax.dtypes.prng_key):
+        return jax.random.key_data(key)
+    return jax.random.key_data(jax.random.wrap_key_data(jnp.asarray(key, jnp.uint32)))
+
+
 def perturbed(base, key, scale):
     r"""An inconsistent family: ``base`` with deterministic noise of size ``scale`` on its logits.
 
@@ -547,20 +554,16 @@ def perturbed(base, key, scale):
     base = _as_family(base, owner, "base")  # not tabulated here: samplers tabulate the perturbed family itself
     _probe(owner, "base", base, base)
     key = check_key(owner, key)
-    if isinstance(scale, jax.core.Tracer):
-        pass
-    elif isinstance(scale, (jax.Array, np.ndarray)) and np.ndim(scale) > 0:
+    if isinstance(scale, jax.core.Tracer):  # traced: checked by whoever made it concrete
+        return PerturbedConditionals(base, _key_data(key), scale)
+    if isinstance(scale, (jax.Array, np.ndarray)) and np.ndim(scale) > 0:
         raise ArprobTypeError(f"{owner}: scale must be a number (the noise's standard deviation), "
                               f"got an array of shape {np.shape(scale)}")
-    else:
-        scale = check_real(owner, "scale", scale, low=0.0,
-                           fix="pass the standard deviation of the logit noise (0 returns base itself)")
-        if scale == 0:
-            return base
-    if jnp.issubdtype(jnp.asarray(key).dtype, jax.dtypes.prng_key):
-        key_data = jax.random.key_data(key)
-    else:
-        key_data = jax.random.key_data(jax.random.wrap_key_data(jnp.asarray(key, jnp.uint32)))
+    scale = check_real(owner, "scale", scale, low=0.0,
+                       fix="pass the standard deviation of the logit noise (0 returns base itself)")
+    if scale == 0:
+        return base
+    key_data = _key_data(key)
     return PerturbedConditionals(base, key_data, scale)
 
 

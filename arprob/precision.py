@@ -87,15 +87,6 @@ _UINT = {8: jnp.uint8, 16: jnp.uint16, 32: jnp.uint32, 64: jnp.uint64}
 # ---------------------------------------------------------------------------
 
 
-def _widened(value):
-    """Half-precision arrays (bfloat16, float16: ml_dtypes, not numpy numbers) as float64 for the checks."""
-    dtype = getattr(value, "dtype", None)
-    if dtype is not None and not isinstance(value, (str, bytes)) and jnp.issubdtype(dtype, jnp.floating) \
-            and np.dtype(dtype) not in (np.dtype("float32"), np.dtype("float64")):
-        return np.asarray(value, dtype=np.float64)
-    return value
-
-
 def _check_logits_argument(owner: str, logits):
     """Refuse strings, None, non-numeric dtypes; for concrete logits also NaN, +inf and rows of only -inf."""
     if isinstance(logits, (str, bytes)) or logits is None:
@@ -104,7 +95,7 @@ def _check_logits_argument(owner: str, logits):
         if not jnp.issubdtype(logits.dtype, jnp.number) or jnp.issubdtype(logits.dtype, jnp.complexfloating):
             raise ArprobTypeError(f"{owner}: logits has dtype {logits.dtype}, expected real log-weights")
         return logits
-    array = check_real_array(owner, "logits", _widened(logits), allow_neg_inf=True)
+    array = check_real_array(owner, "logits", logits, allow_neg_inf=True)
     if array.ndim < 1 or array.shape[-1] < 1:
         raise ShapeError(f"{owner}: logits has shape {array.shape}, expected (..., vocab_size) with vocab_size >= 1")
     check_logits(owner, "logits", array)
@@ -280,7 +271,7 @@ def _check_range(owner: str, cap, floor) -> tuple[float, float]:
 
 
 def _as_logits(owner: str, logits) -> np.ndarray:
-    array = check_real_array(owner, "logits", _widened(logits), allow_neg_inf=True)
+    array = check_real_array(owner, "logits", logits, allow_neg_inf=True)
     if array.ndim < 1 or array.shape[-1] < 1:
         raise ShapeError(f"{owner}: logits has shape {array.shape}, expected (..., vocab_size) with vocab_size >= 1")
     check_logits(owner, "logits", array)
@@ -512,7 +503,7 @@ def suppression_bound(logits, cap: float, floor: float = -math.inf) -> np.ndarra
 
 
 def _as_probs(owner: str, name: str, probs) -> np.ndarray:
-    array = check_real_array(owner, name, _widened(probs), finite=False)
+    array = check_real_array(owner, name, probs, finite=False)
     if array.ndim < 1 or array.shape[-1] < 1:
         raise ShapeError(f"{owner}: {name} has shape {array.shape}, expected (..., vocab_size)")
     check_probs(owner, name, array)
@@ -822,7 +813,7 @@ def jax_grouped_law(group_logits, group_sizes, dtype="float32") -> np.ndarray:
     if np.dtype(dtype) not in _GRID_BITS:
         raise ArprobTypeError(f"{owner}: dtype={dtype}, expected float32, float16 or bfloat16 (the grid of "
                               "float64 has 2**52 points)")
-    logits = check_real_array(owner, "group_logits", _widened(group_logits))
+    logits = check_real_array(owner, "group_logits", group_logits)
     if logits.ndim != 1 or logits.size == 0:
         raise ShapeError(f"{owner}: group_logits has shape {logits.shape}, expected a non-empty 1-d array (one logit "
                          "per group)")

@@ -27,14 +27,13 @@ import numpy as np
 
 from arprob._validation import check_probs, check_real_array
 from arprob.errors import ShapeError
-from arprob.verify.gof import _widened
 
 __all__ = ["chi2_divergence", "hellinger", "kl", "tv"]
 
 
 def _law(owner: str, name: str, value) -> np.ndarray:
     """``value`` as a float64 law: real numbers, non-empty, finite, non-negative, summing to one."""
-    array = check_real_array(owner, name, _widened(value), finite=False)
+    array = check_real_array(owner, name, value, finite=False)
     if array.size == 0:
         raise ShapeError(f"{owner}: {name} is empty (shape {array.shape}); expected a law over at least one outcome")
     check_probs(owner, name, array.ravel())

@@ -38,7 +38,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
@@ -100,18 +99,9 @@ def check_projection(owner: str, name: str, projection, length: int | None) -> t
     return positions
 
 
-def _widened(value):
-    """Half-precision arrays (bfloat16, float16 of ml_dtypes, which numpy does not count as numbers) as float64."""
-    dtype = getattr(value, "dtype", None)
-    if dtype is not None and not isinstance(value, (str, bytes)) and jnp.issubdtype(dtype, jnp.floating) \
-            and np.dtype(dtype) not in (np.dtype("float32"), np.dtype("float64")):
-        return np.asarray(value, dtype=np.float64)
-    return value
-
-
 def _law_array(owner: str, name: str, law) -> np.ndarray:
     """A law given as an array: real, non-empty, finite, non-negative and summing to one (float64)."""
-    array = check_real_array(owner, name, _widened(law), finite=False)
+    array = check_real_array(owner, name, law, finite=False)
     if array.size == 0:
         raise ShapeError(f"{owner}: {name} is empty (shape {array.shape}); expected probabilities over all "
                          "vocab_size**length sequences")

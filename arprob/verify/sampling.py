@@ -13,13 +13,12 @@ import numpy as np
 from arprob._random import categorical
 from arprob._validation import _show, check_int, check_key, check_memory, check_probs, check_real_array
 from arprob.errors import ArprobTypeError, ShapeError
-from arprob.verify.gof import _power_matches, _widened
+from arprob.verify.gof import _power_matches
 
 __all__ = ["Sampler", "from_law"]
 
 
 def _check_law(owner: str, law) -> np.ndarray:
-    law = _widened(law)
     # float32 laws are held to float32's tolerance on their sum (1e-5), float64 ones to 1e-9
     single = np.dtype(getattr(law, "dtype", np.float64)) == np.dtype("float32")
     array = check_real_array(owner, "law", law, finite=False, dtype=np.float32 if single else np.float64)

@@ -385,8 +385,8 @@ class Runner:
             try:
                 self.fresh = False
                 return self.parent.recv()
-            except EOFError:
-                pass
+            except EOFError:  # the worker died while answering: classified below
+                self.fresh = True
         if self.process.is_alive():
             self.process.kill()
             self.process.join()
