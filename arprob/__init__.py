@@ -6,13 +6,25 @@ an exact law; :mod:`arprob.verify` tells whether a sampler draws from the law
 it claims.
 """
 
-from arprob import conditionals, errors, inference, learning, precision, prognostics, samplers, schedules, verify
+from arprob import (
+    conditionals,
+    errors,
+    inference,
+    learning,
+    markov,
+    precision,
+    prognostics,
+    samplers,
+    schedules,
+    verify,
+)
 from arprob.anyorder import AnyOrderAR
 from arprob.conditionals import Conditionals
 from arprob.diffusion import AbsorbingDiffusion
 from arprob.distributions import ARHMM, DFA, HMM, MarkovChain, NGram, SequenceDistribution, TabularJoint
 from arprob.errors import ArprobError
 from arprob.learning import fit_em, fit_sgd
+from arprob.markov import MarkovView
 
 __version__ = "0.1.0"
 
@@ -25,6 +37,7 @@ __all__ = [
     "DFA",
     "HMM",
     "MarkovChain",
+    "MarkovView",
     "NGram",
     "SequenceDistribution",
     "TabularJoint",
@@ -34,6 +47,7 @@ __all__ = [
     "fit_sgd",
     "inference",
     "learning",
+    "markov",
     "precision",
     "prognostics",
     "samplers",

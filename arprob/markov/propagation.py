@@ -1,0 +1,121 @@
+r"""Laws after :math:`n` steps from a prompt, and the DFA :math:`\times` window-chain programme.
+
+A prompt of :math:`k < K` tokens is a *short* state; the chain appends tokens to it until it is a full
+window, so for the first :math:`K - k` steps the state is the prompt followed by the generated
+tokens, and only the :math:`T^j` extensions of the prompt carry mass.  :func:`propagate` walks those
+layers by calling the model on just those contexts, then moves to the full-window operator.
+
+Constraints (as GeLaTo and Ctrl-G do for HMMs): a :class:`~arprob.DFA` over tokens reads the prompt
+and then the generated tokens.  The pair (state of the chain, state :math:`q` of the DFA) is again a
+Markov chain, and its law :math:`R(w, q)` moves as
+
+.. math::
+
+    R'\bigl((r, v), q'\bigr) = \sum_{q : \delta(q, v) = q'} \sum_a R\bigl((a, r), q\bigr)\, P(v \mid (a, r)),
+
+the window step of :mod:`arprob.markov.operators` for each DFA state followed by the DFA's move on the
+appended token.  In mode ``"within"`` accepting DFA states absorb (their mass is collected and
+removed), so the collected mass after :math:`n` steps is the probability that the generation
+satisfies the constraint within :math:`n` tokens; in mode ``"end"`` it is the mass on accepting
+states after exactly :math:`n` tokens.  Cost :math:`O(n\, T^{K+1} |Q|)`.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from arprob.markov.models import context_probs
+from arprob.markov.operators import apply
+
+__all__ = ["propagate"]
+
+
+def _layer_step(law, probs, moves):
+    """Extension law ``(E, Q)`` -> ``(E * T, Q)``: append each token ``v`` and move the DFA by ``moves[v]``."""
+    num_extensions, num_dfa = law.shape
+    vocab_size = probs.shape[1]
+    joint = law[:, None, :] * probs[:, :, None]  # (E, T, Q)
+    out = np.zeros((num_extensions, vocab_size, num_dfa))
+    for v in range(vocab_size):
+        np.add.at(out[:, v, :], (slice(None), moves[v]), joint[:, v, :])
+    return out.reshape(num_extensions * vocab_size, num_dfa)
+
+
+@partial(jax.jit, static_argnames=("within",))
+def _window_steps(law, table, moves_onehot, accepting, count, collected, *, within: bool):
+    """``count`` steps of the product chain on full windows; ``law (T**K, Q)``."""
+    num_windows, vocab_size = table.shape
+    rest = num_windows // vocab_size
+
+    def step(_, carry):
+        law, collected = carry
+        moved = apply(law.T, table).T  # (N, Q): the window step for every DFA state
+        moved = moved.reshape(rest, vocab_size, -1)
+        moved = jnp.einsum("rvq,vqp->rvp", moved, moves_onehot).reshape(num_windows, -1)
+        if within:
+            collected = collected + jnp.sum(jnp.where(accepting[None, :], moved, 0.0))
+            moved = jnp.where(accepting[None, :], 0.0, moved)
+        return moved, collected
+
+    return jax.lax.fori_loop(0, count, step, (law, collected))
+
+
+def propagate(owner: str, model, table, prompt: np.ndarray, steps: int, decoding, *, dfa=None,
+              mode: str = "end"):
+    """Law of the chain's state (and DFA state) after ``steps`` tokens generated after ``prompt``.
+
+    Returns ``(law, length, collected)``: ``law`` is ``(T**length, Q)`` over the sequences of the
+    state's ``length = min(K, len(prompt) + steps)`` tokens (base-``T`` order) times DFA states, and
+    ``collected`` the mass absorbed by accepting DFA states (mode ``"within"``).
+    """
+    T, K = model.vocab_size, model.context_size
+    full_prompt = np.asarray(prompt, dtype=np.int64).reshape(-1)
+    prompt = full_prompt[-K:] if len(full_prompt) else full_prompt
+    if dfa is None:
+        transitions = np.zeros((1, T), dtype=np.int64)
+        start, accepting = 0, np.zeros(1, bool)
+    else:
+        transitions = np.asarray(dfa.transitions, dtype=np.int64)
+        accepting = np.asarray(dfa.accepting, dtype=bool)
+        start = int(dfa.start)
+        for token in full_prompt:  # the DFA reads the whole prompt, the chain keeps its last K tokens
+            start = int(transitions[start, token])
+    num_dfa = transitions.shape[0]
+    within = mode == "within"
+    collected = 0.0
+    law = np.zeros((1, num_dfa))
+    if within and accepting[start]:
+        return law, len(prompt), 1.0
+    law[0, start] = 1.0
+    extensions = np.zeros((1, 0), dtype=np.int64)  # tokens generated so far while the state is short
+    length = len(prompt)
+    remaining = steps
+    while remaining > 0 and length < K:
+        contexts = np.concatenate([np.broadcast_to(prompt, (extensions.shape[0], len(prompt))), extensions], axis=1)
+        probs = context_probs(owner, model, contexts, *decoding)
+        law = _layer_step(law, probs, transitions.T)
+        if within:
+            collected += float(law[:, accepting].sum())
+            law[:, accepting] = 0.0
+        extensions = np.concatenate([np.repeat(extensions, T, axis=0),
+                                     np.tile(np.arange(T), extensions.shape[0])[:, None]], axis=1)
+        length += 1
+        remaining -= 1
+    # place the extension law into the full layer of all T**length sequences
+    prefix_index = 0
+    for token in prompt:
+        prefix_index = prefix_index * T + int(token)
+    full = np.zeros((T**length, num_dfa))
+    offset = prefix_index * T ** extensions.shape[1]
+    full[offset:offset + law.shape[0]] = law
+    if remaining > 0:
+        moves = jax.nn.one_hot(jnp.asarray(transitions.T), num_dfa, dtype=jnp.float64)  # (T, Q, Q)
+        full, extra = _window_steps(jnp.asarray(full), jnp.asarray(table), moves, jnp.asarray(accepting),
+                                    remaining, jnp.asarray(0.0), within=within)
+        full = np.asarray(full)
+        collected += float(extra)
+    return full, length, collected
