@@ -314,6 +314,28 @@ def test_constraint_probability_against_enumerating_every_continuation(prompt):
     assert chain.constraint_probability(dfa, steps, prompt, mode="end") == pytest.approx(end, abs=TOL)
 
 
+def test_constraint_probability_dense_squaring_equals_stepping(monkeypatch):
+    from arprob.markov import propagation
+
+    model = _ngram(19, 2, 2)
+    dfa = _contains((1, 1, 0), 2)
+    for mode in ("within", "end"):
+        dense = MarkovView(model).constraint_probability(dfa, 40, (0,), mode=mode)
+        with monkeypatch.context() as patch:
+            patch.setattr(propagation, "DENSE_PRODUCT", 0)
+            stepped = MarkovView(model).constraint_probability(dfa, 40, (0,), mode=mode)
+        assert dense == pytest.approx(stepped, abs=TOL)
+    assert 0.99 < MarkovView(model).constraint_probability(dfa, 10**15, (0,)) <= 1 + TOL  # found eventually
+
+
+def test_huge_step_counts_keep_laws_normalised():
+    chain = MarkovView(_ngram(20, 2, 2))
+    law = chain.n_step_law(10**18, (0, 1))
+    assert abs(law.sum() - 1) < 1e-12
+    np.testing.assert_allclose(law, chain.stationary().law, atol=1e-12)
+    assert chain.zekri_bound(10**15).exact < 1e-12
+
+
 def test_markov_chain_and_table_model_and_callables_give_the_same_chain():
     base = MarkovChain.random(jax.random.key(16), 4, 3)
     first = MarkovView(base)

@@ -44,6 +44,32 @@ def dense_transition(table: np.ndarray) -> np.ndarray:
     return matrix
 
 
+def _normalized(matrix: np.ndarray) -> np.ndarray:
+    """Rows rescaled to sum to one: a product of stochastic matrices loses ``eps`` of mass per row each
+    time, which repeated squaring would compound into ``steps * eps``."""
+    return matrix / matrix.sum(axis=1, keepdims=True)
+
+
+def stochastic_power(matrix: np.ndarray, steps: int) -> np.ndarray:
+    """:math:`Q^n` of a stochastic matrix by repeated squaring with rows renormalised after each product.
+
+    Stops squaring once a power no longer changes (the chain has converged to its limit to rounding),
+    so :math:`n = 10^{18}` costs no more than :math:`n = 10^{6}` on an aperiodic chain.
+    """
+    result = np.eye(matrix.shape[0])
+    base = np.asarray(matrix, dtype=np.float64)
+    while steps:
+        if steps & 1:
+            result = _normalized(result @ base)
+        steps >>= 1
+        if steps:
+            squared = _normalized(base @ base)
+            if np.array_equal(squared, base):  # a fixed point of squaring: every further power is base
+                return _normalized(result @ base) if steps else result
+            base = squared
+    return result
+
+
 def _worst_tv(power: np.ndarray, stationary: np.ndarray) -> tuple[float, int]:
     distances = 0.5 * np.abs(power - stationary[None, :]).sum(axis=1)
     worst = int(np.argmax(distances))
@@ -62,14 +88,14 @@ def mixing_time_dense(matrix: np.ndarray, stationary: np.ndarray, eps: float, ma
             break
         if 2 ** len(powers) > max_steps:
             return None, worst
-        powers.append(powers[-1] @ powers[-1])
+        powers.append(_normalized(powers[-1] @ powers[-1]))
     # bisection: the largest n with d(n) > eps, built from the powers below the first good one
     steps, current = 0, np.eye(matrix.shape[0])
     for j in range(len(powers) - 2, -1, -1):
-        candidate = current @ powers[j]
+        candidate = _normalized(current @ powers[j])
         if _worst_tv(candidate, stationary)[0] > eps:
             current, steps = candidate, steps + 2**j
-    final = current @ matrix
+    final = _normalized(current @ matrix)
     return steps + 1, _worst_tv(final, stationary)[1]
 
 

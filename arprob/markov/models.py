@@ -37,8 +37,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from arprob._validation import check_int, check_memory, check_probs, check_real, check_real_array
-from arprob.errors import ArprobTypeError, InvalidArgumentError, InvalidProbabilityError, ShapeError
+from arprob._validation import check_int, check_logits, check_memory, check_probs, check_real, check_real_array
+from arprob.errors import ArprobError, ArprobTypeError, InvalidArgumentError, InvalidProbabilityError, ShapeError
 
 __all__ = ["CallableModel", "NextTokenModel", "TableModel", "as_next_token_model", "decode_probs"]
 
@@ -68,8 +68,8 @@ class CallableModel:
         :math:`T \\ge 2` and :math:`K \\ge 1`.
     """
 
-    def __init__(self, logits, vocab_size: int, context_size: int):
-        owner = "CallableModel"
+    def __init__(self, logits, vocab_size: int, context_size: int, *, _owner: str = "CallableModel"):
+        owner = _owner
         if not callable(logits):
             raise ArprobTypeError(f"{owner}: logits must be a callable logits(windows) -> (batch, T), "
                                   f"got {type(logits).__name__}")
@@ -79,7 +79,7 @@ class CallableModel:
                                       fix="a window chain has T**K states")
 
     def next_token_logits(self, windows) -> np.ndarray:
-        return np.asarray(self.logits(np.asarray(windows, dtype=np.int32)), dtype=np.float64)
+        return np.asarray(self.logits(np.asarray(windows, dtype=np.int32)))
 
     def __repr__(self):
         return f"CallableModel({self.logits!r}, vocab_size={self.vocab_size}, context_size={self.context_size})"
@@ -94,8 +94,8 @@ class TableModel:
     :math:`2^{24}`-window benchmarks.
     """
 
-    def __init__(self, probs, context_size: int | None = None):
-        owner = "TableModel"
+    def __init__(self, probs, context_size: int | None = None, *, _owner: str = "TableModel"):
+        owner = _owner
         probs = check_real_array(owner, "probs", probs)
         if probs.ndim > 2:
             context_size = probs.ndim - 1 if context_size is None else context_size
@@ -165,42 +165,55 @@ class _ChainTableModel:
         return f"{self.model!r} (as a next-token model)"
 
 
-def as_next_token_model(model, *, vocab_size: int | None = None, context_size: int | None = None):
+def as_next_token_model(model, *, vocab_size: int | None = None, context_size: int | None = None,
+                        owner: str = "MarkovView"):
     """Adapt ``model`` to the :class:`NextTokenModel` protocol (see the module docstring).
 
     ``NGram`` and ``MarkovChain`` (context size 1) are read through their tables; an object with
-    the protocol is used as is; a callable needs ``vocab_size`` and ``context_size``.
+    the protocol is used as is; a callable needs ``vocab_size`` and ``context_size``.  Sizes given
+    next to a model that has its own must agree with them.
     """
     from arprob.distributions.chain import _ChainModel
 
-    owner = "MarkovView"
+    sizes_fix = "a window chain has vocab_size**context_size states"
+    if vocab_size is not None:
+        vocab_size = check_int(owner, "vocab_size", vocab_size, minimum=2)
+    if context_size is not None:
+        context_size = check_int(owner, "context_size", context_size, minimum=1, maximum=64, fix=sizes_fix)
     if isinstance(model, _ChainModel):
-        return _ChainTableModel(model)
-    if isinstance(model, NextTokenModel):
+        adapted = _ChainTableModel(model)
+    elif isinstance(model, NextTokenModel):
         check_int(owner, "model.vocab_size", model.vocab_size, minimum=2)
-        check_int(owner, "model.context_size", model.context_size, minimum=1, maximum=64,
-                  fix="a window chain has T**K states")
-        return model
-    if callable(model):
+        check_int(owner, "model.context_size", model.context_size, minimum=1, maximum=64, fix=sizes_fix)
+        adapted = model
+    elif callable(model):
         if vocab_size is None or context_size is None:
             raise InvalidArgumentError(
                 f"{owner}: model is a plain callable, so vocab_size and context_size are needed "
                 f"(got vocab_size={vocab_size!r}, context_size={context_size!r}); pass "
                 "MarkovView.from_logits(fn, vocab_size=T, context_size=K)")
-        return CallableModel(model, vocab_size, context_size)
-    raise ArprobTypeError(
-        f"{owner}: model must be an NGram, a MarkovChain, an object with vocab_size, context_size and "
-        f"next_token_logits(windows), or a callable logits(windows); got {type(model).__name__}")
+        return CallableModel(model, vocab_size, context_size, _owner=owner)
+    else:
+        what = "logits" if owner.endswith("from_logits") else "model"
+        raise ArprobTypeError(
+            f"{owner}: {what} must be an NGram, a MarkovChain, an object with vocab_size, context_size and "
+            f"next_token_logits(windows), or a callable logits(windows); got {type(model).__name__}")
+    for name, given, own in (("vocab_size", vocab_size, adapted.vocab_size),
+                             ("context_size", context_size, adapted.context_size)):
+        if given is not None and given != own:
+            raise InvalidArgumentError(f"{owner}: {name}={given} disagrees with the model's own {name}={own}; "
+                                       f"leave {name} out (it is only needed for a plain callable)")
+    return adapted
 
 
-def check_decoding(owner: str, temperature, top_k, top_p, vocab_size: int):
+def check_decoding(owner: str, temperature, top_k, top_p, vocab_size: int | None):
     """Validate the decoding rule; returns ``(temperature, top_k, top_p)`` (None for no truncation)."""
     temperature = check_real(owner, "temperature", temperature, low=0.0,
                              fix="pass a temperature >= 0 (0 is greedy decoding, 1 leaves the model unchanged)")
     if top_k is not None:
         top_k = check_int(owner, "top_k", top_k, minimum=1,
                           fix="top_k keeps the k most probable tokens (None keeps all)")
-        top_k = None if top_k >= vocab_size else top_k
+        top_k = None if vocab_size is not None and top_k >= vocab_size else top_k
     if top_p is not None:
         top_p = check_real(owner, "top_p", top_p, low=0.0, high=1.0, low_open=True,
                            fix="top_p is a probability mass in (0, 1] (None or 1 keeps all)")
@@ -215,16 +228,16 @@ def decode_probs(logits, temperature: float = 1.0, top_k: int | None = None, top
     logits are all :math:`-\infty` or that hold NaN/:math:`+\infty` are refused.
     """
     owner = "decode_probs"
-    logits = np.asarray(logits, dtype=np.float64)
-    if logits.ndim != 2:
+    logits = check_real_array(owner, "logits", logits, finite=False)
+    if logits.ndim != 2 or logits.shape[1] < 1:
         raise ShapeError(f"{owner}: logits has shape {logits.shape}, expected (batch, vocab_size)")
     temperature, top_k, top_p = check_decoding(owner, temperature, top_k, top_p, logits.shape[1])
-    bad = np.isnan(logits) | (logits == np.inf) | np.all(logits == -np.inf, axis=1, keepdims=True)
-    if bad.any():
-        row = int(np.argwhere(bad)[0][0])
-        raise InvalidProbabilityError(
-            f"{owner}: the model's logits for row {row} are {logits[row][:8]}, expected real numbers with a "
-            "finite maximum (NaN, +inf or an all -inf row is no law)")
+    check_logits(owner, "logits", logits)
+    return _decode(logits, temperature, top_k, top_p)
+
+
+def _decode(logits: np.ndarray, temperature: float, top_k, top_p) -> np.ndarray:
+    """:func:`decode_probs` on validated float64 logits."""
     if temperature == 0.0:
         probs = np.zeros_like(logits)
         probs[np.arange(logits.shape[0]), np.argmax(logits, axis=1)] = 1.0
@@ -260,34 +273,60 @@ def window_tokens(indices, vocab_size: int, length: int) -> np.ndarray:
 def window_table(owner: str, model, temperature, top_k, top_p, dtype=np.float64) -> np.ndarray:
     """``(T**K, T)`` next-token probabilities of every full window under the decoding rule, built in chunks."""
     T, K = model.vocab_size, model.context_size
-    check_memory(owner, f"the window table of T**K = {T}**{K} windows x {T} tokens", (T**K, T, 2),
+    check_memory(owner, f"the window table of vocab_size**context_size = {T}**{K} windows x {T} tokens",
+                 (float(T) ** K, T, 2),
                  itemsize=np.dtype(dtype).itemsize,
                  fix="use a smaller context_size, or dtype=np.float32 for the largest chains")
     if isinstance(model, TableModel) and temperature == 1.0 and top_k is None and top_p is None:
         return model.probs.astype(dtype, copy=True)  # the identity rule: the table as given
     fast = getattr(model, "window_logits", None)
     if fast is not None:
-        logits = np.asarray(fast(), dtype=np.float64)
+        logits = _called(owner, "model.window_logits()", fast)
         if logits.shape != (T**K, T):
             raise ShapeError(f"{owner}: model.window_logits() has shape {logits.shape}, expected ({T**K}, {T})")
-        chunks = [logits[start:start + CHUNK_ROWS] for start in range(0, T**K, CHUNK_ROWS)]
+        chunks = (_checked(owner, "model.window_logits()", logits[start:start + CHUNK_ROWS])
+                  for start in range(0, T**K, CHUNK_ROWS))
     else:
         chunks = (_model_logits(owner, model, window_tokens(np.arange(start, min(start + CHUNK_ROWS, T**K)), T, K))
                   for start in range(0, T**K, CHUNK_ROWS))
     table = np.empty((T**K, T), dtype=dtype)
     start = 0
     for chunk in chunks:
-        table[start:start + chunk.shape[0]] = decode_probs(chunk, temperature, top_k, top_p)
+        table[start:start + chunk.shape[0]] = _decode(chunk, temperature, top_k, top_p)
         start += chunk.shape[0]
     return table
 
 
-def _model_logits(owner: str, model, windows: np.ndarray) -> np.ndarray:
-    logits = np.asarray(model.next_token_logits(windows), dtype=np.float64)
-    if logits.shape != (windows.shape[0], model.vocab_size):
-        raise ShapeError(f"{owner}: model.next_token_logits returned shape {logits.shape} for {windows.shape[0]} "
-                         f"windows, expected ({windows.shape[0]}, {model.vocab_size})")
+def _called(owner: str, what: str, function, *args) -> np.ndarray:
+    """``function(*args)`` as a float64 array; a failure inside the user's model is reported as such."""
+    try:
+        return np.asarray(function(*args), dtype=np.float64)
+    except ArprobError:
+        raise  # the model's own clear refusal (e.g. a table model asked for a short context)
+    except Exception as error:
+        raise ArprobTypeError(f"{owner}: {what} failed with {type(error).__name__}: {error} (the model must "
+                              "map int windows (batch, K), padding id T, to (batch, T) logits)") from error
+
+
+def _checked(owner: str, what: str, logits: np.ndarray) -> np.ndarray:
+    """Refuse NaN, +inf and all -inf rows in a model's answer, naming the first bad row."""
+    bad = np.isnan(logits) | (logits == np.inf)
+    bad |= np.all(logits == -np.inf, axis=1, keepdims=True)
+    if bad.any():
+        row = int(np.argwhere(bad)[0][0])
+        raise InvalidProbabilityError(
+            f"{owner}: {what} gave {logits[row][:8]} for row {row}, expected real logits with a finite maximum "
+            "(NaN, +inf or an all -inf row is no law; -inf alone is an impossible token)")
     return logits
+
+
+def _model_logits(owner: str, model, windows: np.ndarray) -> np.ndarray:
+    what = f"model.next_token_logits(windows of shape {windows.shape})"
+    logits = _called(owner, what, model.next_token_logits, windows)
+    if logits.shape != (windows.shape[0], model.vocab_size):
+        raise ShapeError(f"{owner}: {what} returned shape {logits.shape}, expected "
+                         f"({windows.shape[0]}, {model.vocab_size})")
+    return _checked(owner, what, logits)
 
 
 def context_probs(owner: str, model, contexts, temperature, top_k, top_p) -> np.ndarray:
@@ -297,6 +336,5 @@ def context_probs(owner: str, model, contexts, temperature, top_k, top_p) -> np.
     padded = np.concatenate([np.full((contexts.shape[0], K - contexts.shape[1]), T, np.int64), contexts], axis=1)
     rows = []
     for start in range(0, padded.shape[0], CHUNK_ROWS):
-        rows.append(decode_probs(_model_logits(owner, model, padded[start:start + CHUNK_ROWS]),
-                                 temperature, top_k, top_p))
+        rows.append(_decode(_model_logits(owner, model, padded[start:start + CHUNK_ROWS]), temperature, top_k, top_p))
     return np.concatenate(rows, axis=0) if rows else np.zeros((0, T))

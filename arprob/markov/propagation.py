@@ -28,10 +28,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from arprob._validation import check_work
 from arprob.markov.models import context_probs
 from arprob.markov.operators import apply
 
 __all__ = ["propagate"]
+
+#: Product chains with at most this many (window, DFA state) pairs and more steps than pairs are
+#: propagated by renormalised repeated squaring of their dense matrix instead of step by step.
+DENSE_PRODUCT = 2048
+
+#: Work counted per step at least (loop overhead), so that a huge step count on a tiny chain is refused.
+PER_STEP_FLOOR = 1e5
 
 
 def _layer_step(law, probs, moves):
@@ -62,6 +70,34 @@ def _window_steps(law, table, moves_onehot, accepting, count, collected, *, with
         return moved, collected
 
     return jax.lax.fori_loop(0, count, step, (law, collected))
+
+
+def _dense_steps(law: np.ndarray, table, transitions: np.ndarray, accepting: np.ndarray, steps: int, within: bool):
+    """``steps`` steps of the product chain by renormalised repeated squaring of its dense matrix.
+
+    States are (window, DFA state) pairs plus, in mode ``"within"``, one absorbing sink that collects the
+    accepted mass.  Returns ``(law (N, Q), collected)``.
+    """
+    from arprob.markov.mixing import dense_transition, stochastic_power
+
+    num_windows, num_dfa = law.shape
+    windows = dense_transition(np.asarray(table, dtype=np.float64))  # (N, N)
+    size = num_windows * num_dfa
+    matrix = np.zeros((size + 1, size + 1))
+    last = np.arange(num_windows) % table.shape[1]  # the token a window ends with
+    for q in range(num_dfa):
+        moved_q = transitions[q, last]  # DFA state after reading the window's last token
+        for target_q in np.unique(moved_q):
+            columns = np.flatnonzero(moved_q == target_q)
+            if within and accepting[target_q]:
+                matrix[q * num_windows:(q + 1) * num_windows, size] += windows[:, columns].sum(axis=1)
+            else:
+                matrix[np.ix_(np.arange(q * num_windows, (q + 1) * num_windows), target_q * num_windows + columns)] \
+                    += windows[:, columns]
+    matrix[size, size] = 1.0
+    start = np.concatenate([law.T.reshape(-1), [0.0]])
+    final = start @ stochastic_power(matrix, steps)
+    return final[:size].reshape(num_dfa, num_windows).T, float(final[size])
 
 
 def propagate(owner: str, model, table, prompt: np.ndarray, steps: int, decoding, *, dfa=None,
@@ -112,7 +148,13 @@ def propagate(owner: str, model, table, prompt: np.ndarray, steps: int, decoding
     full = np.zeros((T**length, num_dfa))
     offset = prefix_index * T ** extensions.shape[1]
     full[offset:offset + law.shape[0]] = law
-    if remaining > 0:
+    if remaining > 0 and full.size <= DENSE_PRODUCT and remaining > full.size:
+        full, extra = _dense_steps(full, table, transitions, accepting, remaining, within)
+        collected += extra
+    elif remaining > 0:
+        check_work(owner, f"{remaining:,} steps of the (window x DFA state) law of {full.shape[0]:,} x "
+                   f"{num_dfa} entries", float(remaining) * max(full.size * T, PER_STEP_FLOOR),
+                   fix="ask for fewer steps, or use a smaller model or DFA")
         moves = jax.nn.one_hot(jnp.asarray(transitions.T), num_dfa, dtype=jnp.float64)  # (T, Q, Q)
         full, extra = _window_steps(jnp.asarray(full), jnp.asarray(table), moves, jnp.asarray(accepting),
                                     remaining, jnp.asarray(0.0), within=within)

@@ -46,6 +46,7 @@ from jaxtyping import Float, Int
 from arprob._validation import (
     check_int,
     check_key,
+    check_logits,
     check_memory,
     check_real,
     check_work,
@@ -714,10 +715,12 @@ def train_char_network(key, ids: Int[np.ndarray, " length"], vocab_size: int, co
                                 fix="the fraction of training windows truncated to a short context")
     ids = _check_ids(owner, ids, vocab_size, minimum_length=context_size + 1)
     parameters = (context_size * (vocab_size + 1) + (num_layers - 1) * hidden_size + vocab_size) * hidden_size
-    check_memory(owner, f"a network of {parameters:,} weights with Adam's two moments", (parameters, 3),
-                 fix="use a smaller hidden_size or fewer num_layers")
-    check_work(owner, f"num_steps={num_steps:,} steps of batch_size={batch_size:,} on {parameters:,} weights",
-               6.0 * num_steps * batch_size * parameters, fix="use fewer num_steps or a smaller network")
+    sizes = (f"vocab_size={vocab_size:,}, context_size={context_size}, hidden_size={hidden_size:,}, "
+             f"num_layers={num_layers}")
+    check_memory(owner, f"a network of {parameters:,} weights ({sizes}) with Adam's two moments", (parameters, 3),
+                 fix="use a smaller vocab_size, context_size or hidden_size, or fewer num_layers")
+    check_work(owner, f"num_steps={num_steps:,} steps of batch_size={batch_size:,} on {parameters:,} weights ({sizes})",
+               6.0 * num_steps * batch_size * parameters, fix="use fewer num_steps, a smaller batch_size or network")
     key_init, key_train = jax.random.split(key)
     initial = CharNetwork.random(key_init, vocab_size, context_size, hidden_size=hidden_size,
                                  num_layers=num_layers)
@@ -744,7 +747,8 @@ def cross_entropy(model, ids: Int[np.ndarray, " length"]) -> float:
     if not all(hasattr(model, name) for name in ("vocab_size", "context_size", "next_token_logits")):
         raise ArprobTypeError(f"{owner}: model must have vocab_size, context_size and next_token_logits(windows) "
                               f"(a CharNGram or CharNetwork), got {type(model).__name__}")
-    T, K = model.vocab_size, model.context_size
+    T = check_int(owner, "model.vocab_size", model.vocab_size, minimum=2)
+    K = check_int(owner, "model.context_size", model.context_size, minimum=1, maximum=64)
     ids = _check_ids(owner, ids, T, minimum_length=1)
     padded = np.concatenate([np.full(K, T, dtype=np.int64), ids])
     total = 0.0
@@ -752,6 +756,7 @@ def cross_entropy(model, ids: Int[np.ndarray, " length"]) -> float:
         stop = min(start + CHUNK_ROWS, ids.size)
         windows = np.lib.stride_tricks.sliding_window_view(padded[start:stop + K - 1], K)
         logits = np.asarray(model.next_token_logits(windows), dtype=np.float64)
+        check_logits(owner, "model.next_token_logits(windows)", logits)
         peak = logits.max(axis=1, keepdims=True)
         log_norm = peak[:, 0] + np.log(np.exp(logits - peak).sum(axis=1))
         total += float(np.sum(log_norm - logits[np.arange(stop - start), ids[start:stop]]))

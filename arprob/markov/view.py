@@ -30,7 +30,7 @@ import numpy as np
 import scipy.sparse
 import scipy.sparse.linalg
 
-from arprob._validation import check_choice, check_int, check_memory, check_real, check_work
+from arprob._validation import check_choice, check_int, check_memory, check_real, check_tokens, check_work
 from arprob.errors import ArprobTypeError, InvalidArgumentError, InvalidTokenError, ShapeError
 from arprob.markov import mixing, operators
 from arprob.markov.models import (
@@ -52,6 +52,10 @@ DIRECT_SOLVE = 2048
 
 #: Largest number of steps :meth:`MarkovView.mixing_time` looks at before answering ``None``.
 MAX_MIXING_STEPS = 2**40
+
+#: Stepped mixing times (large chains) stop after ``STEPPED_WORK / (starts x T**(K+1))`` steps (about
+#: an hour on a laptop core) and answer ``None``: such a chain does not mix within reach of stepping.
+STEPPED_WORK = 1e12
 
 
 class RecurrentLaw(NamedTuple):
@@ -140,16 +144,22 @@ class MarkovView:
     """
 
     def __init__(self, model, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None, *,
-                 vocab_size: int | None = None, context_size: int | None = None, dtype=np.float64):
-        owner = "MarkovView"
-        self.model = as_next_token_model(model, vocab_size=vocab_size, context_size=context_size)
+                 vocab_size: int | None = None, context_size: int | None = None, dtype=np.float64,
+                 _owner: str = "MarkovView"):
+        owner = self._owner = _owner
+        self.temperature, self.top_k, self.top_p = check_decoding(owner, temperature, top_k, top_p,
+                                                                  vocab_size=None)
+        self.model = as_next_token_model(model, vocab_size=vocab_size, context_size=context_size, owner=owner)
         self.vocab_size = int(self.model.vocab_size)
         self.context_size = int(self.model.context_size)
-        self.temperature, self.top_k, self.top_p = check_decoding(owner, temperature, top_k, top_p,
-                                                                  self.vocab_size)
-        dtype = np.dtype(dtype)
+        if self.top_k is not None and self.top_k >= self.vocab_size:
+            self.top_k = None  # keeps every token: no truncation
+        try:
+            dtype = np.dtype(dtype)
+        except TypeError:
+            raise ArprobTypeError(f"{owner}: dtype must be np.float64 or np.float32, got {dtype!r}") from None
         if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
-            raise ArprobTypeError(f"{owner}: dtype is {dtype}, expected float32 or float64")
+            raise ArprobTypeError(f"{owner}: dtype is {dtype}, expected np.float64 or np.float32")
         self.dtype = dtype
         self._table = None
         self._stationary = None
@@ -158,12 +168,14 @@ class MarkovView:
     @classmethod
     def from_logits(cls, logits, vocab_size: int, context_size: int, **kwargs) -> MarkovView:
         """The view of a plain callable ``logits(windows (batch, K)) -> (batch, T)`` (padding id ``T``)."""
-        return cls(logits, vocab_size=vocab_size, context_size=context_size, **kwargs)
+        return cls(logits, vocab_size=vocab_size, context_size=context_size, _owner="MarkovView.from_logits",
+                   **kwargs)
 
     @classmethod
     def from_table(cls, probs, context_size: int | None = None, **kwargs) -> MarkovView:
         """The view of a chain given by its table on full windows (:class:`~arprob.markov.models.TableModel`)."""
-        return cls(TableModel(probs, context_size), **kwargs)
+        owner = "MarkovView.from_table"
+        return cls(TableModel(probs, context_size, _owner=owner), _owner=owner, **kwargs)
 
     # sizes ------------------------------------------------------------------------------------
     @property
@@ -186,7 +198,7 @@ class MarkovView:
     def probs(self) -> np.ndarray:
         """``(T**K, T)``: next-token probabilities of every full window under the decoding rule."""
         if self._table is None:
-            self._table = window_table("MarkovView", self.model, self.temperature, self.top_k, self.top_p,
+            self._table = window_table(self._owner, self.model, self.temperature, self.top_k, self.top_p,
                                        self.dtype)
         return self._table
 
@@ -483,7 +495,9 @@ class MarkovView:
         Exact over every window when :math:`T^K \le` :data:`~arprob.markov.mixing.DENSE_WINDOWS`
         (dense powers, doubling then bisection, :math:`O(T^{3K} \log t)`); otherwise over ``starts``
         (window indices; default :meth:`default_starts`), stepped together on the matrix-free
-        operator: then a lower bound on the worst case over all windows.
+        operator: then a lower bound on the worst case over all windows.  ``steps`` is ``None`` when
+        the distance is still above ``eps`` after ``max_steps`` (and, when stepping, after
+        :data:`STEPPED_WORK` elementary operations).
         """
         owner = "MarkovView.mixing_time"
         eps = check_real(owner, "eps", eps, low=0.0, high=1.0, low_open=True, high_open=True,
@@ -496,13 +510,25 @@ class MarkovView:
         if starts is None and self.num_windows <= mixing.DENSE_WINDOWS:
             steps, worst = mixing.mixing_time_dense(mixing.dense_transition(self.probs), stationary, eps, max_steps)
             return MixingTime(steps, eps, self.window(worst), self.num_windows, True)
-        if starts is None:
-            starts = self.default_starts()
-        starts = np.asarray(starts, dtype=np.int64).reshape(-1)
-        if starts.size == 0 or starts.min() < 0 or starts.max() >= self.num_windows:
-            raise InvalidArgumentError(f"{owner}: starts must be window indices in [0, {self.num_windows})")
-        steps, worst = mixing.mixing_time_stepped(self.probs, stationary, starts, eps, max_steps)
+        starts = self.default_starts() if starts is None else self._check_starts(owner, starts)
+        affordable = int(STEPPED_WORK // (len(starts) * self.probs.size))
+        steps, worst = mixing.mixing_time_stepped(self.probs, stationary, starts, eps, min(max_steps, affordable))
         return MixingTime(steps, eps, self.window(worst), len(starts), len(np.unique(starts)) == self.num_windows)
+
+    def _check_starts(self, owner: str, starts) -> np.ndarray:
+        """Window indices: a non-empty 1-d integer array in ``[0, T**K)``."""
+        if isinstance(starts, (str, bytes)):
+            raise ArprobTypeError(f"{owner}: starts must be window indices (ints), got the string {starts!r}")
+        try:
+            array = np.asarray(starts)
+        except ValueError as error:
+            raise ArprobTypeError(f"{owner}: starts must be a 1-d array of window indices, got {starts!r} "
+                                  f"({error})") from None
+        if array.ndim != 1 or array.size == 0:
+            raise ShapeError(f"{owner}: starts has shape {array.shape}, expected a non-empty 1-d array of window "
+                             "indices (MarkovView.window_index turns tokens into one)")
+        check_tokens(owner, "starts", array, self.num_windows)
+        return array.astype(np.int64)
 
     def epsilon(self) -> float:
         r""":math:`\log \varepsilon`, the log of the smallest entry of :math:`Q^K` on the recurrent class."""
@@ -530,10 +556,10 @@ class MarkovView:
         log_bound = mixing.zekri_log_bound(log_epsilon, steps, self.context_size)
         exhaustive = starts is None and self.num_windows <= mixing.DENSE_WINDOWS
         if exhaustive:
-            power = np.linalg.matrix_power(mixing.dense_transition(np.asarray(self.probs, np.float64)), steps)
+            power = mixing.stochastic_power(mixing.dense_transition(np.asarray(self.probs, np.float64)), steps)
             exact = float(np.max(np.abs(power - stationary[None, :])))
         else:
-            starts = self.default_starts() if starts is None else np.asarray(starts, dtype=np.int64).reshape(-1)
+            starts = self.default_starts() if starts is None else self._check_starts(owner, starts)
             laws = np.zeros((len(starts), self.num_windows))
             laws[np.arange(len(starts)), starts] = 1.0
             laws = _step_law(laws, self.probs, steps, owner)
@@ -598,7 +624,7 @@ def _step_law(law, table, steps: int, owner: str = "MarkovView") -> np.ndarray:
                    float(steps) * rows * table.size, fix="ask for fewer steps; past the mixing time the law is "
                    "the stationary one to within tv_to_stationary")
     if small and steps > num_windows:
-        power = np.linalg.matrix_power(mixing.dense_transition(np.asarray(table, np.float64)), steps)
+        power = mixing.stochastic_power(mixing.dense_transition(np.asarray(table, np.float64)), steps)
         return np.asarray(law, dtype=np.float64) @ power
     return np.asarray(operators.step_many(jnp.asarray(law), jnp.asarray(table), steps), dtype=np.float64)
 

@@ -41,7 +41,8 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
-CATALOGUE_MODULES = ("hostile.catalogue_core", "hostile.catalogue_hmm", "hostile.catalogue_verify")
+CATALOGUE_MODULES = ("hostile.catalogue_core", "hostile.catalogue_hmm", "hostile.catalogue_verify",
+                     "hostile.catalogue_markov")
 
 
 @dataclasses.dataclass(frozen=True)
