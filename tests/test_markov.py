@@ -95,6 +95,50 @@ def test_power_iteration_path_agrees_with_the_direct_solve(monkeypatch):
     assert iterated.residual < 1e-12
 
 
+def _exact_stationary(matrix):
+    """Stationary law of a float matrix read as exact rationals: pi (Q - I) = 0 with the last equation
+    replaced by sum(pi) = 1, solved in sympy's exact arithmetic."""
+    import sympy
+
+    size = len(matrix)
+    system = sympy.Matrix(size, size, lambda i, j: 1 if i == size - 1 else
+                          sympy.Rational(float(matrix[j][i])) - (1 if i == j else 0))
+    right = sympy.Matrix([0] * (size - 1) + [1])
+    return np.array([float(x) for x in system.LUsolve(right)])
+
+
+def test_slowly_mixing_chains_are_solved_to_full_relative_accuracy():
+    """A near-deterministic table at low temperature: entries of pi span 90 orders of magnitude; GTH
+    elimination keeps every one of them to 1e-9 relative (a plain linear solve only has absolute accuracy)."""
+    model = _ngram(21, 2, 3, concentration=0.05)
+    chain = MarkovView(model, temperature=0.3)
+    exact = _exact_stationary(chain.transition("windows").toarray())
+    direct = chain.stationary()
+    np.testing.assert_allclose(direct.law, exact, rtol=1e-9, atol=0)
+
+
+def test_the_iteration_does_not_stop_on_a_chain_that_barely_moves(monkeypatch):
+    """Two wells, 000 and 111, left with probabilities 1e-6 and 3e-6: from the uniform start the law
+    barely changes per step (a change-only criterion stops at once, wrongly); the rate estimate keeps
+    the iteration going, and past its budget the class is solved by elimination."""
+    probs = np.full((8, 2), 0.5)
+    probs[0] = [1 - 1e-6, 1e-6]
+    probs[7] = [3e-6, 1 - 3e-6]
+    chain = MarkovView.from_table(probs)
+    exact = _exact_stationary(chain.transition("windows").toarray())
+    assert exact[0] == pytest.approx(0.75, abs=1e-5) and chain.spectral_gap() < 1e-5
+    monkeypatch.setattr(view, "DIRECT_SOLVE", 0)
+    monkeypatch.setattr(view, "FALLBACK_ITERATIONS", 64)
+    fallback = MarkovView.from_table(probs).stationary()
+    assert fallback.iterations == 64
+    np.testing.assert_allclose(fallback.law, exact, rtol=1e-9, atol=0)
+    monkeypatch.setattr(view, "DENSE_FALLBACK", 0)  # iteration only: it runs until it is within tol
+    iterated = MarkovView.from_table(probs).stationary(tol=1e-10, max_iterations=200_000)
+    assert iterated.iterations == 200_000  # never stopped early on a small change
+    actual = np.abs(iterated.law - exact).sum()
+    assert actual > 1e-3 and iterated.error > 0.5 * actual  # and says it is not there yet
+
+
 @pytest.mark.parametrize("prompt", [(), (1,), (0, 1), (1, 0, 1), (0, 0, 1, 1, 0)])
 @pytest.mark.parametrize("steps", [0, 1, 2, 4])
 def test_n_step_law_is_the_law_of_the_last_tokens_of_ancestral_generation(prompt, steps):

@@ -278,7 +278,7 @@ def window_table(owner: str, model, temperature, top_k, top_p, dtype=np.float64)
                  itemsize=np.dtype(dtype).itemsize,
                  fix="use a smaller context_size, or dtype=np.float32 for the largest chains")
     if isinstance(model, TableModel) and temperature == 1.0 and top_k is None and top_p is None:
-        return model.probs.astype(dtype, copy=True)  # the identity rule: the table as given
+        return model.probs.astype(dtype, copy=False)  # the identity rule: the table as given (shared)
     fast = getattr(model, "window_logits", None)
     if fast is not None:
         logits = _called(owner, "model.window_logits()", fast)
