@@ -1,6 +1,6 @@
 """Hostile-input catalogue of :mod:`arprob.markov`: :class:`~arprob.markov.MarkovView` (constructors and
 methods), the decoding rule and model adapters, and the character-text helpers of
-:mod:`arprob.markov.text` (see :mod:`hostile.framework` for the vocabulary).
+:mod:`arprob.markov.text` and :mod:`arprob.markov.char_models` (see :mod:`hostile.framework` for the vocabulary).
 
 Every ``build()`` is a tiny valid call: an :class:`~arprob.NGram` with ``V = 2`` tokens and context size
 ``K = 2`` (4 windows, 6 states) seen as a window chain.  Owners with a ``#suffix`` are a second entry for
@@ -291,7 +291,7 @@ IDS_VALID = frozenset({("ids", "wrong-length"), ("ids", "empty")})
 
 
 def _text_entries():
-    from arprob.markov import text
+    from arprob.markov import char_models, text
 
     count = "count"
     return [
@@ -310,14 +310,14 @@ def _text_entries():
               extra={"ids": (("2d", "const", np.array([[0, 1]])),), "alphabet": BAD_ALPHABETS},
               # decode needs no space in the alphabet: any distinct characters ("bogus") map ids back
               skip=IDS_VALID | {("alphabet", "bogus")}),
-        Entry("fit_char_ngram", lambda: (text.fit_char_ngram, dict(ids=_text_ids(), vocab_size=V, context_size=K,
+        Entry("fit_char_ngram", lambda: (char_models.fit_char_ngram, dict(ids=_text_ids(), vocab_size=V, context_size=K,
                                                                   add_k=1.0)),
               {"ids": "tokens", "vocab_size": count, "context_size": count, "add_k": "positive"},
               extra={"ids": (("2d", "const", np.array([[0, 1, 0, 1]])),)},
               # a shorter text is still valid while it holds K + 1 tokens
               skip=frozenset({("ids", "wrong-length")})),
         Entry("train_char_network",
-              lambda: (text.train_char_network, dict(key=_key(), ids=_text_ids(), vocab_size=V, context_size=K,
+              lambda: (char_models.train_char_network, dict(key=_key(), ids=_text_ids(), vocab_size=V, context_size=K,
                                                      hidden_size=4, num_layers=1, num_steps=2, batch_size=8,
                                                      learning_rate=1e-2, short_fraction=0.25)),
               {"key": "key", "ids": "tokens", "vocab_size": count, "context_size": count, "hidden_size": count,
@@ -325,7 +325,8 @@ def _text_entries():
                "short_fraction": "unit"},
               skip=frozenset({("ids", "wrong-length")})),
         Entry("cross_entropy",
-              lambda: (text.cross_entropy, dict(model=text.fit_char_ngram(_text_ids(), V, K), ids=_text_ids())),
+              lambda: (char_models.cross_entropy,
+                       dict(model=char_models.fit_char_ngram(_text_ids(), V, K), ids=_text_ids())),
               {"model": "model", "ids": "tokens"},
               extra={"model": BAD_MODELS},
               # any non-empty text is valid

@@ -1,4 +1,4 @@
-"""Tests of the English text and the next-character models (arprob/markov/text.py).
+"""Tests of the English text and the next-character models (arprob/markov/text.py, arprob/markov/char_models.py).
 
 Oracles: hand counts by a plain Python loop over a tiny string (exact to 1e-12 in
 float64), the fast path ``window_logits`` against ``next_token_logits`` on every
@@ -23,18 +23,9 @@ from arprob.errors import (
     InvalidTokenError,
     ShapeError,
 )
-from arprob.markov import text
-from arprob.markov.text import (
-    ALPHABET,
-    CharNetwork,
-    cross_entropy,
-    decode,
-    encode,
-    fit_char_ngram,
-    reduce_alphabet,
-    stdlib_text,
-    train_char_network,
-)
+from arprob.markov import char_models, text
+from arprob.markov.char_models import CharNetwork, cross_entropy, fit_char_ngram, train_char_network
+from arprob.markov.text import ALPHABET, decode, encode, reduce_alphabet, stdlib_text
 
 TINY_ALPHABET = "abcdr "
 TINY_TEXT = "abracadabra abba cab bad dab arc"
@@ -133,7 +124,7 @@ def test_char_ngram_fast_path_equals_next_token_logits(monkeypatch):
     model = fit_char_ngram(ids, T, K)
     table = model.window_logits()
     assert table.shape == (T**K, T) and table.dtype == np.float64
-    monkeypatch.setattr(text, "CHUNK_ROWS", 1000)  # several chunks per order
+    monkeypatch.setattr(char_models, "CHUNK_ROWS", 1000)  # several chunks per order
     np.testing.assert_allclose(model.next_token_logits(_all_windows(T, K, padded=False)), table,
                                rtol=0, atol=1e-12)
     np.testing.assert_allclose(np.exp(table).sum(axis=1), 1.0, rtol=0, atol=1e-12)
@@ -158,7 +149,7 @@ def test_char_ngram_fit_at_context_size_five_is_sparse(english):
 # -- the network ------------------------------------------------------------------------------
 def test_network_fast_path_equals_next_token_logits(network, monkeypatch):
     T, K = network.vocab_size, network.context_size
-    monkeypatch.setattr(text, "CHUNK_ROWS", 4096)  # several chunks: 27**3 = 19,683 windows
+    monkeypatch.setattr(char_models, "CHUNK_ROWS", 4096)  # several chunks: 27**3 = 19,683 windows
     table = network.window_logits()
     assert table.shape == (T**K, T) and table.dtype == np.float64
     full = network.next_token_logits(_all_windows(T, K, padded=False))
