@@ -110,8 +110,8 @@ def peak_rss_bytes() -> int:
             for line in status:
                 if line.startswith("VmHWM:"):
                     return int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    except OSError:  # no /proc (macOS): fall back to the rusage peak below
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
