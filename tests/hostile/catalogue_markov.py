@@ -22,6 +22,11 @@ V, K, L = 2, 2, 3
 W = V**K  # full windows
 
 
+
+def huge(name):
+    """Both the fixed and the hypothesis-drawn huge value of ``name`` (for skips where a huge value is valid)."""
+    return ((name, "huge"), (name, "random-huge"))
+
 def _key():
     import jax
 
@@ -164,7 +169,7 @@ def _view_entries():
     decoding = {"temperature": "nonnegative", "top_k": count, "top_p": "unit-open"}
     #: None is "no truncation" (the default); a top_k of at least V keeps every token (it is then None), as
     #: top_p = 1 keeps every token: both valid, equal to no truncation (edges below)
-    decoding_skip = {("top_k", "none"), ("top_k", "huge"), ("top_p", "none"), ("top_p", "one")}
+    decoding_skip = {("top_k", "none"), *huge("top_k"), ("top_p", "none"), ("top_p", "one")}
     return [
         Entry("MarkovView", lambda: (construct, dict(model=_ngram(), temperature=1.0, top_k=None, top_p=None,
                                                      dtype=np.float64)),
@@ -209,7 +214,7 @@ def _method_entries():
         Entry("MarkovView.n_step_law", method("n_step_law", steps=3, start=_prompt()),
               {"steps": "natural", "start": "tokens"},
               # a huge step count is valid on a small chain (dense matrix powers): the answer is pi (edge)
-              skip=PROMPT_VALID | {("steps", "huge")}),
+              skip=PROMPT_VALID | {*huge("steps")}),
         Entry("MarkovView.n_step_law#2", method("n_step_law", steps=3, start=uniform_law()),
               {"start": "law"},
               # an empty float array is the empty prompt (NumPy's default dtype for [] is float64)
@@ -225,16 +230,16 @@ def _method_entries():
               extra={"starts": BAD_STARTS},
               # starts=None is the default (default_starts); any non-empty subset of windows is valid;
               # max_steps of 10**12 is under MAX_MIXING_STEPS = 2**40 and only bounds the search
-              skip=frozenset({("starts", "none"), ("starts", "wrong-length"), ("max_steps", "huge")})),
+              skip=frozenset({("starts", "none"), ("starts", "wrong-length"), *huge("max_steps")})),
         Entry("MarkovView.zekri_bound", method("zekri_bound", steps=4, starts=np.array([0, 3])),
               {"steps": "natural", "starts": "tokens"},
               extra={"starts": BAD_STARTS},
               # as for mixing_time; 10**12 steps are cheap on 4 windows (dense matrix power)
-              skip=frozenset({("starts", "none"), ("starts", "wrong-length"), ("steps", "huge")})),
+              skip=frozenset({("starts", "none"), ("starts", "wrong-length"), *huge("steps")})),
         Entry("MarkovView.stationary", method("stationary", tol=1e-12, max_iterations=1000),
               {"tol": "positive", "max_iterations": count},
               # max_iterations only bounds the power iteration
-              skip=frozenset({("max_iterations", "huge")})),
+              skip=frozenset({*huge("max_iterations")})),
         Entry("MarkovView.constraint_probability",
               lambda: (_view().constraint_probability, dict(dfa=_dfa(), steps=3, prompt=np.array([0]),
                                                             mode="within")),
@@ -242,7 +247,7 @@ def _method_entries():
               extra={"dfa": BAD_DFAS},
               # any prompt length is valid; a huge step count on a small product chain is renormalised
               # repeated squaring of its dense matrix (cheap and exact to rounding; a large chain refuses it)
-              skip=frozenset({("prompt", "wrong-length"), ("prompt", "empty"), ("steps", "huge")})),
+              skip=frozenset({("prompt", "wrong-length"), ("prompt", "empty"), *huge("steps")})),
         Entry("MarkovView.transition", method("transition", states="all"), {"states": "choice"}),
         Entry("MarkovView.to_networkx", method("to_networkx", states="windows"), {"states": "choice"}),
         Entry("MarkovView.window", method("window", index=3), {"index": "natural"}),
@@ -266,7 +271,7 @@ def _model_entries():
               {"logits": "logits", "temperature": "nonnegative", "top_k": count, "top_p": "unit-open"},
               # any vocabulary size is valid (dropping the last column leaves logits over 2 tokens); None is
               # no truncation; top_k >= V and top_p = 1 keep every token
-              skip=frozenset({("logits", "drop-last"), ("top_k", "none"), ("top_k", "huge"), ("top_p", "none"),
+              skip=frozenset({("logits", "drop-last"), ("top_k", "none"), *huge("top_k"), ("top_p", "none"),
                               ("top_p", "one")})),
         Entry("TableModel", lambda: (TableModel, dict(probs=_table(), context_size=K)),
               {"probs": "probs", "context_size": count},
@@ -277,7 +282,7 @@ def _model_entries():
               extra={"logits": (("not-callable-array", "const", np.zeros((4, 2))),)},
               # the adapter allocates nothing: a huge vocabulary is refused where a table of it would be built
               # (MarkovView, covered there)
-              skip=frozenset({("vocab_size", "huge")})),
+              skip=frozenset({*huge("vocab_size")})),
     ]
 
 
