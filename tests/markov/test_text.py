@@ -23,7 +23,7 @@ from arprob.errors import (
     InvalidTokenError,
     ShapeError,
 )
-from arprob.markov import char_models, text
+from arprob.markov import char_models
 from arprob.markov.char_models import CharNetwork, cross_entropy, fit_char_ngram, train_char_network
 from arprob.markov.text import ALPHABET, decode, encode, reduce_alphabet, stdlib_text
 
