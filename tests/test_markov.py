@@ -358,6 +358,27 @@ def test_constraint_probability_against_enumerating_every_continuation(prompt):
     assert chain.constraint_probability(dfa, steps, prompt, mode="end") == pytest.approx(end, abs=TOL)
 
 
+def test_constraint_probability_over_many_counts_equals_one_call_per_count(monkeypatch):
+    from arprob.markov import propagation
+
+    model = _ngram(22, 2, 3)
+    dfa = _contains((0, 1, 1), 2)
+    counts = np.array([7, 0, 1, 2, 40, 3, 13, 2])
+    for dense in (True, False):
+        with monkeypatch.context() as patch:
+            if not dense:
+                patch.setattr(propagation, "DENSE_PRODUCT", 0)
+            for mode in ("within", "end"):
+                for prompt in ((), (1,), (0, 1, 1, 0)):
+                    chain = MarkovView(model)
+                    many = chain.constraint_probability(dfa, counts, prompt, mode=mode)
+                    one = [chain.constraint_probability(dfa, int(c), prompt, mode=mode) for c in counts]
+                    np.testing.assert_allclose(many, one, atol=TOL)
+                    if mode == "within":
+                        ordered = many[np.argsort(counts, kind="stable")]
+                        assert np.all(np.diff(ordered) >= -TOL)  # satisfied within n only grows with n
+
+
 def test_constraint_probability_dense_squaring_equals_stepping(monkeypatch):
     from arprob.markov import propagation
 

@@ -72,15 +72,12 @@ def _window_steps(law, table, moves_onehot, accepting, count, collected, *, with
     return jax.lax.fori_loop(0, count, step, (law, collected))
 
 
-def _dense_steps(law: np.ndarray, table, transitions: np.ndarray, accepting: np.ndarray, steps: int, within: bool):
-    """``steps`` steps of the product chain by renormalised repeated squaring of its dense matrix.
+def _product_matrix(num_windows: int, table, transitions: np.ndarray, accepting: np.ndarray, within: bool):
+    """The dense matrix of the (window, DFA state) chain, plus one absorbing sink in mode ``"within"``
+    that collects the accepted mass (state ``num_windows * Q``)."""
+    from arprob.markov.mixing import dense_transition
 
-    States are (window, DFA state) pairs plus, in mode ``"within"``, one absorbing sink that collects the
-    accepted mass.  Returns ``(law (N, Q), collected)``.
-    """
-    from arprob.markov.mixing import dense_transition, stochastic_power
-
-    num_windows, num_dfa = law.shape
+    num_dfa = transitions.shape[0]
     windows = dense_transition(np.asarray(table, dtype=np.float64))  # (N, N)
     size = num_windows * num_dfa
     matrix = np.zeros((size + 1, size + 1))
@@ -95,19 +92,21 @@ def _dense_steps(law: np.ndarray, table, transitions: np.ndarray, accepting: np.
                 matrix[np.ix_(np.arange(q * num_windows, (q + 1) * num_windows), target_q * num_windows + columns)] \
                     += windows[:, columns]
     matrix[size, size] = 1.0
-    start = np.concatenate([law.T.reshape(-1), [0.0]])
-    final = start @ stochastic_power(matrix, steps)
-    return final[:size].reshape(num_dfa, num_windows).T, float(final[size])
+    return matrix
 
 
 def propagate(owner: str, model, table, prompt: np.ndarray, steps: int, decoding, *, dfa=None,
-              mode: str = "end"):
+              mode: str = "end", record=()):
     """Law of the chain's state (and DFA state) after ``steps`` tokens generated after ``prompt``.
 
-    Returns ``(law, length, collected)``: ``law`` is ``(T**length, Q)`` over the sequences of the
-    state's ``length = min(K, len(prompt) + steps)`` tokens (base-``T`` order) times DFA states, and
-    ``collected`` the mass absorbed by accepting DFA states (mode ``"within"``).
+    Returns ``(law, length, collected, records)``: ``law`` is ``(T**length, Q)`` over the sequences of
+    the state's ``length = min(K, len(prompt) + steps)`` tokens (base-``T`` order) times DFA states,
+    ``collected`` the mass absorbed by accepting DFA states (mode ``"within"``), and ``records`` maps
+    each count in ``record`` (all ``<= steps``) to the constraint probability after that many tokens
+    (collected mass in mode ``"within"``, mass on accepting states in mode ``"end"``), found on the way.
     """
+    from arprob.markov.mixing import stochastic_power
+
     T, K = model.vocab_size, model.context_size
     full_prompt = np.asarray(prompt, dtype=np.int64).reshape(-1)
     prompt = full_prompt[-K:] if len(full_prompt) else full_prompt
@@ -122,15 +121,21 @@ def propagate(owner: str, model, table, prompt: np.ndarray, steps: int, decoding
             start = int(transitions[start, token])
     num_dfa = transitions.shape[0]
     within = mode == "within"
-    collected = 0.0
+    wanted = set(int(count) for count in record)
     law = np.zeros((1, num_dfa))
     if within and accepting[start]:
-        return law, len(prompt), 1.0
+        return law, len(prompt), 1.0, {count: 1.0 for count in wanted}
     law[0, start] = 1.0
+    collected, records, done = 0.0, {}, 0
+
+    def note(current):
+        if done in wanted:
+            records[done] = collected if within else float(current[:, accepting].sum())
+
+    note(law)
     extensions = np.zeros((1, 0), dtype=np.int64)  # tokens generated so far while the state is short
     length = len(prompt)
-    remaining = steps
-    while remaining > 0 and length < K:
+    while done < steps and length < K:
         contexts = np.concatenate([np.broadcast_to(prompt, (extensions.shape[0], len(prompt))), extensions], axis=1)
         probs = context_probs(owner, model, contexts, *decoding)
         law = _layer_step(law, probs, transitions.T)
@@ -140,7 +145,8 @@ def propagate(owner: str, model, table, prompt: np.ndarray, steps: int, decoding
         extensions = np.concatenate([np.repeat(extensions, T, axis=0),
                                      np.tile(np.arange(T), extensions.shape[0])[:, None]], axis=1)
         length += 1
-        remaining -= 1
+        done += 1
+        note(law)
     # place the extension law into the full layer of all T**length sequences
     prefix_index = 0
     for token in prompt:
@@ -148,16 +154,33 @@ def propagate(owner: str, model, table, prompt: np.ndarray, steps: int, decoding
     full = np.zeros((T**length, num_dfa))
     offset = prefix_index * T ** extensions.shape[1]
     full[offset:offset + law.shape[0]] = law
-    if remaining > 0 and full.size <= DENSE_PRODUCT and remaining > full.size:
-        full, extra = _dense_steps(full, table, transitions, accepting, remaining, within)
-        collected += extra
-    elif remaining > 0:
-        check_work(owner, f"{remaining:,} steps of the (window x DFA state) law of {full.shape[0]:,} x "
-                   f"{num_dfa} entries", float(remaining) * max(full.size * T, PER_STEP_FLOOR),
-                   fix="ask for fewer steps, or use a smaller model or DFA")
-        moves = jax.nn.one_hot(jnp.asarray(transitions.T), num_dfa, dtype=jnp.float64)  # (T, Q, Q)
-        full, extra = _window_steps(jnp.asarray(full), jnp.asarray(table), moves, jnp.asarray(accepting),
-                                    remaining, jnp.asarray(0.0), within=within)
-        full = np.asarray(full)
+    remaining = steps - done
+    if remaining == 0:
+        return full, length, collected, records
+    targets = sorted(count for count in wanted if count > done) or [steps]
+    if targets[-1] != steps:
+        targets.append(steps)
+    num_windows = full.shape[0]
+    if full.size <= DENSE_PRODUCT and remaining > full.size:
+        matrix = _product_matrix(num_windows, table, transitions, accepting, within)
+        vector = np.concatenate([full.T.reshape(-1), [0.0]])
+        before = collected
+        for target in targets:
+            vector = vector @ stochastic_power(matrix, target - done)
+            done = target
+            full = vector[:-1].reshape(num_dfa, num_windows).T
+            collected = before + float(vector[-1])
+            note(full)
+        return full, length, collected, records
+    check_work(owner, f"{remaining:,} steps of the (window x DFA state) law of {num_windows:,} x "
+               f"{num_dfa} entries", float(remaining) * max(full.size * T, PER_STEP_FLOOR),
+               fix="ask for fewer steps, or use a smaller model or DFA")
+    moves = jax.nn.one_hot(jnp.asarray(transitions.T), num_dfa, dtype=jnp.float64)  # (T, Q, Q)
+    current, table_j, accepting_j = jnp.asarray(full), jnp.asarray(table), jnp.asarray(accepting)
+    for target in targets:
+        current, extra = _window_steps(current, table_j, moves, accepting_j, target - done, jnp.asarray(0.0),
+                                       within=within)
         collected += float(extra)
-    return full, length, collected
+        done = target
+        note(np.asarray(current))
+    return np.asarray(current), length, collected, records

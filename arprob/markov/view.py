@@ -468,7 +468,7 @@ class MarkovView:
         if law is not None:
             return _step_law(law, self.probs, steps, owner)
         phase = min(steps, max(self.context_size - len(prompt), 0))  # steps while the state is short
-        full, _, _ = propagate(owner, self.model, self.probs, prompt, phase,
+        full, _, _, _ = propagate(owner, self.model, self.probs, prompt, phase,
                                (self.temperature, self.top_k, self.top_p))
         return _step_law(full[:, 0], self.probs, steps - phase, owner) if steps > phase else full[:, 0]
 
@@ -621,22 +621,33 @@ class MarkovView:
         reaches an accepting state at some point within ``steps`` generated tokens (1 if the prompt
         already does); ``mode="end"``: its state after exactly ``steps`` tokens is accepting.  Exact, by
         the (window :math:`\times` DFA state) programme of :mod:`arprob.markov.propagation`.
+
+        ``steps`` is a count (the answer is a float) or a 1-d array of counts (the answer is an array
+        of the same shape, every count found in one pass up to the largest).
         """
         from arprob.distributions.hmm import _check_dfa
 
         owner = "MarkovView.constraint_probability"
         dfa = _check_dfa(owner, dfa, self.vocab_size)
-        steps = check_int(owner, "steps", steps, minimum=0)
+        scalar = np.ndim(steps) == 0
+        if scalar:
+            counts = np.array([check_int(owner, "steps", steps, minimum=0)])
+        else:
+            counts = np.asarray(steps)
+            if counts.ndim != 1 or counts.size == 0 or not np.issubdtype(counts.dtype, np.integer) \
+                    or counts.min() < 0:
+                raise InvalidArgumentError(f"{owner}: steps must be a count >= 0 or a non-empty 1-d array of "
+                                           f"counts >= 0, got {steps!r}")
         mode = check_choice(owner, "mode", mode, ("within", "end"))
         prompt = self._check_prompt(owner, prompt, "prompt")
         num_dfa = int(np.shape(dfa.transitions)[0])
         check_memory(owner, f"the (window x DFA state) law of {self.num_windows:,} x {num_dfa} entries",
                      (self.num_windows, num_dfa, 3), itemsize=8, fix="use a smaller DFA or model")
-        law, _, collected = propagate(owner, self.model, self.probs, prompt, steps,
-                                      (self.temperature, self.top_k, self.top_p), dfa=dfa, mode=mode)
-        if mode == "within":
-            return float(collected)
-        return float(law[:, np.asarray(dfa.accepting)].sum())
+        _, _, _, records = propagate(owner, self.model, self.probs, prompt, int(counts.max()),
+                                     (self.temperature, self.top_k, self.top_p), dfa=dfa, mode=mode,
+                                     record=tuple(int(c) for c in counts))
+        answers = np.array([records[int(count)] for count in counts])
+        return float(answers[0]) if scalar else answers
 
 
 def _apply_numpy(law: np.ndarray, table: np.ndarray) -> np.ndarray:
