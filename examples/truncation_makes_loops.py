@@ -47,7 +47,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from arprob import DFA
-from arprob.markov import MarkovView
+from arprob.markov import MarkovView, contains_pattern
 from arprob.markov.char_models import fit_char_ngram, train_char_network
 from arprob.markov.text import ALPHABET, decode, encode, reduce_alphabet, stdlib_text
 
@@ -200,22 +200,7 @@ plt.close(figure)
 # %%
 def contains_dfa(pattern: str) -> DFA:
     """DFA over ALPHABET that accepts (and stays accepting) once ``pattern`` has been read."""
-    word = encode(pattern, ALPHABET).tolist()
-    length = len(word)
-    transitions = np.zeros((length + 1, vocab_size), dtype=np.int64)
-    for state in range(length + 1):
-        for token in range(vocab_size):
-            if state == length:
-                transitions[state, token] = length
-                continue
-            read = word[:state] + [token]
-            match = min(length, len(read))
-            while match > 0 and read[len(read) - match:] != word[:match]:
-                match -= 1
-            transitions[state, token] = match
-    accepting = np.zeros(length + 1, dtype=bool)
-    accepting[length] = True
-    return DFA(transitions, 0, accepting)
+    return contains_pattern(encode(pattern, ALPHABET), vocab_size)
 
 
 def dfa_accepts(dfa: DFA, string: str) -> bool:

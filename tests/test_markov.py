@@ -16,9 +16,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from arprob import DFA, MarkovChain, NGram, TabularJoint
+from arprob import MarkovChain, NGram, TabularJoint
 from arprob.errors import ArprobError, InvalidArgumentError
-from arprob.markov import MarkovView, TableModel, decode_probs, mixing, view
+from arprob.markov import MarkovView, TableModel, contains_pattern, decode_probs, mixing, view
 from arprob.precision import tempered
 
 TOL = 1e-10
@@ -315,30 +315,29 @@ def test_top_k_creates_several_closed_classes_with_their_own_laws():
     assert full_support.structure().ergodic and nx.is_aperiodic(full_support.to_networkx("windows"))
 
 
-def _contains(pattern, vocab_size):
-    """DFA accepting once ``pattern`` has appeared (KMP automaton), absorbing."""
-    m = len(pattern)
-    transitions = np.zeros((m + 1, vocab_size), dtype=np.int64)
-    for q in range(m + 1):
-        for v in range(vocab_size):
-            if q == m:
-                transitions[q, v] = m
-                continue
-            text = list(pattern[:q]) + [v]
-            k = min(m, len(text))
-            while k > 0 and text[len(text) - k:] != list(pattern[:k]):
-                k -= 1
-            transitions[q, v] = k
-    accepting = np.zeros(m + 1, dtype=bool)
-    accepting[m] = True
-    return DFA(transitions, 0, accepting)
+def test_contains_pattern_accepts_exactly_the_texts_that_contain_the_pattern():
+    """Every text of up to 8 tokens, against Python's own subsequence search (overlaps included)."""
+    for pattern in ((1, 0, 1), (0, 0, 1), (1, 1), (2, 0, 2, 0)):
+        vocab_size = max(pattern) + 1
+        dfa = contains_pattern(pattern, vocab_size)
+        needle = "".join(map(str, pattern))
+        for length in range(9):
+            for text in itertools.product(range(vocab_size), repeat=length):
+                state = dfa.start
+                for token in text:
+                    state = int(dfa.transitions[state, token])
+                assert bool(dfa.accepting[state]) == (needle in "".join(map(str, text)))
+    with pytest.raises(ArprobError, match="pattern"):
+        contains_pattern([], 2)
+    with pytest.raises(ArprobError, match="pattern"):
+        contains_pattern([0, 3], 2)
 
 
 @pytest.mark.parametrize("prompt", [(), (1,), (0, 1, 1, 0)])
 def test_constraint_probability_against_enumerating_every_continuation(prompt):
     model = _ngram(15, 2, 2)
     chain = MarkovView(model)
-    dfa = _contains((1, 0, 1), 2)
+    dfa = contains_pattern((1, 0, 1), 2)
     steps = 6
     total = len(prompt) + steps
     full = NGram(model.table, total)
@@ -362,7 +361,7 @@ def test_constraint_probability_over_many_counts_equals_one_call_per_count(monke
     from arprob.markov import propagation
 
     model = _ngram(22, 2, 3)
-    dfa = _contains((0, 1, 1), 2)
+    dfa = contains_pattern((0, 1, 1), 2)
     counts = np.array([7, 0, 1, 2, 40, 3, 13, 2])
     for dense in (True, False):
         with monkeypatch.context() as patch:
@@ -383,7 +382,7 @@ def test_constraint_probability_dense_squaring_equals_stepping(monkeypatch):
     from arprob.markov import propagation
 
     model = _ngram(19, 2, 2)
-    dfa = _contains((1, 1, 0), 2)
+    dfa = contains_pattern((1, 1, 0), 2)
     for mode in ("within", "end"):
         dense = MarkovView(model).constraint_probability(dfa, 40, (0,), mode=mode)
         with monkeypatch.context() as patch:

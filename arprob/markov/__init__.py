@@ -10,6 +10,7 @@ r"""Language models as Markov chains (Zekri et al., 2024): :class:`MarkovView` a
 """
 
 from arprob.markov.models import CallableModel, NextTokenModel, TableModel, as_next_token_model, decode_probs
+from arprob.markov.propagation import contains_pattern
 from arprob.markov.structure import ChainClass, ChainStructure
 from arprob.markov.view import MarkovView, MixingTime, RecurrentLaw, StationaryLaw, ZekriBound
 
@@ -25,5 +26,6 @@ __all__ = [
     "TableModel",
     "ZekriBound",
     "as_next_token_model",
+    "contains_pattern",
     "decode_probs",
 ]

@@ -28,11 +28,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from arprob._validation import check_work
+from arprob._validation import check_int, check_memory, check_tokens, check_work
+from arprob.errors import ArprobTypeError, InvalidArgumentError
 from arprob.markov.models import context_probs
 from arprob.markov.operators import apply
 
-__all__ = ["propagate"]
+__all__ = ["contains_pattern", "propagate"]
 
 #: Product chains with at most this many (window, DFA state) pairs and more steps than pairs are
 #: propagated by renormalised repeated squaring of their dense matrix instead of step by step.
@@ -40,6 +41,43 @@ DENSE_PRODUCT = 2048
 
 #: Work counted per step at least (loop overhead), so that a huge step count on a tiny chain is refused.
 PER_STEP_FLOOR = 1e5
+
+
+def contains_pattern(pattern, vocab_size: int):
+    r"""The :class:`~arprob.DFA` that accepts once the token sequence ``pattern`` has appeared, and stays accepting.
+
+    Knuth-Morris-Pratt: state :math:`q` is the length of the longest prefix of the pattern that ends
+    the text read so far; reading :math:`v` in state :math:`q < m` goes to the longest prefix of
+    ``pattern[:q] + [v]`` that is also its suffix; state :math:`m` (the whole pattern) absorbs.
+    Overlapping occurrences are found.  :math:`m + 1` states.
+    """
+    from arprob.distributions.hmm import DFA
+
+    owner = "contains_pattern"
+    vocab_size = check_int(owner, "vocab_size", vocab_size, minimum=1)
+    if isinstance(pattern, (str, bytes)) or pattern is None:
+        raise ArprobTypeError(f"{owner}: pattern must be a 1-d sequence of token ids, got {pattern!r} "
+                              "(encode a string with the tokenizer or arprob.markov.text.encode first)")
+    array = np.asarray(pattern)
+    if array.ndim != 1 or array.size == 0:
+        raise InvalidArgumentError(f"{owner}: pattern has shape {array.shape}, expected a non-empty 1-d sequence "
+                                   "of token ids (every text contains the empty pattern)")
+    check_tokens(owner, "pattern", array, vocab_size)
+    check_memory(owner, f"a DFA of {array.size + 1} states x vocab_size={vocab_size:,} tokens",
+                 (array.size + 1, vocab_size), itemsize=8, fix="use a smaller vocab_size")
+    word = [int(token) for token in array]
+    length = len(word)
+    transitions = np.full((length + 1, vocab_size), length, dtype=np.int64)
+    for state in range(length):
+        for token in range(vocab_size):
+            read = word[:state] + [token]
+            match = len(read)
+            while match > 0 and read[len(read) - match:] != word[:match]:
+                match -= 1
+            transitions[state, token] = match
+    accepting = np.zeros(length + 1, dtype=bool)
+    accepting[length] = True
+    return DFA(transitions, 0, accepting)
 
 
 def _layer_step(law, probs, moves):

@@ -23,6 +23,12 @@ W = V**K  # full windows
 
 
 
+def _contains_pattern():
+    from arprob.markov import contains_pattern
+
+    return contains_pattern
+
+
 def huge(name):
     """Both the fixed and the hypothesis-drawn huge value of ``name`` (for skips where a huge value is valid)."""
     return ((name, "huge"), (name, "random-huge"))
@@ -248,6 +254,9 @@ def _method_entries():
               # any prompt length is valid; a huge step count on a small product chain is renormalised
               # repeated squaring of its dense matrix (cheap and exact to rounding; a large chain refuses it)
               skip=frozenset({("prompt", "wrong-length"), ("prompt", "empty"), *huge("steps")})),
+        Entry("contains_pattern", lambda: (_contains_pattern(), dict(pattern=np.array([0, 1]), vocab_size=V)),
+              {"pattern": "tokens", "vocab_size": "count"},
+              skip=frozenset({("pattern", "wrong-length")})),  # a pattern of any length is valid
         Entry("MarkovView.transition", method("transition", states="all"), {"states": "choice"}),
         Entry("MarkovView.to_networkx", method("to_networkx", states="windows"), {"states": "choice"}),
         Entry("MarkovView.window", method("window", index=3), {"index": "natural"}),
