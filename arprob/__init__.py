@@ -16,6 +16,7 @@ from arprob import (
     prognostics,
     samplers,
     schedules,
+    tokenization,
     verify,
 )
 from arprob.anyorder import AnyOrderAR
@@ -52,5 +53,6 @@ __all__ = [
     "prognostics",
     "samplers",
     "schedules",
+    "tokenization",
     "verify",
 ]

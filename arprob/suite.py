@@ -103,7 +103,51 @@ def cases(quick: bool = False) -> list[Case]:
     suite.extend(_decoding_cases())
     suite.append(Case("HMM.sample_constrained (GeLaTo)", "HMM(K=3, V=3, L=4), no equal neighbours", "exact",
                       _hmm_constrained))
+    suite.extend(_tokenization_cases())
     return suite
+
+
+def _tokenization_cases() -> list[Case]:
+    """Characters generated from the exact token model of a character chain (theorem 11).
+
+    The target is the chain's law of the 4 characters after the prompt ``"cab"``: a
+    :class:`MarkovChain` started from the row of ``b``.  The cover sampler draws it exactly; the naive
+    sampler (encode the prompt, continue from its encoding) conditions on a token boundary after it.
+    """
+    from arprob.tokenization import (
+        BPETokenizer,
+        MaxPrefixTokenizer,
+        continuation_law,
+        induced_token_model,
+        sample_continuation,
+    )
+
+    prompt, num_chars = "cab", 4
+    tokenizers = {
+        "MPE": lambda: MaxPrefixTokenizer(["a", "b", "c", "ab", "bc", "abc", "ca"]),
+        "BPE": lambda: BPETokenizer([("a", "b"), ("c", "a"), ("b", "c"), ("ab", "c")], "abc"),
+    }
+
+    def case(label: str, kind: str, method: str, claim: str) -> Case:
+        def make():
+            chain = MarkovChain.random(jax.random.key(8), len(prompt) + num_chars, 3)
+            tokenizer = tokenizers[kind]()
+            model = induced_token_model(chain, tokenizer, len(prompt) + num_chars)
+            target = MarkovChain(chain.transition_probs[tokenizer.alphabet.index(prompt[-1])], chain.transition_probs,
+                                 num_chars)
+            sampler = Sampler(
+                lambda key, n: sample_continuation(key, model, tokenizer, prompt, num_chars, n, method=method),
+                law=lambda: continuation_law(model, tokenizer, prompt, num_chars, method=method), name=label)
+            return sampler, target
+
+        return Case(label, f"MarkovChain(V=3) after {prompt!r}, {kind} tokens", claim, make)
+
+    return [
+        case("characters from tokens (cover)", "MPE", "cover", "exact"),
+        case("characters from tokens (cover)", "BPE", "cover", "exact"),
+        case("characters from tokens (naive prompt)", "MPE", "naive", "approximate"),
+        case("characters from tokens (naive prompt)", "BPE", "naive", "approximate"),
+    ]
 
 
 def _hmm_constrained():
