@@ -57,6 +57,8 @@ def step_losses(conditionals, target) -> np.ndarray:
         over all ``V**L`` sequences, or an int array of samples ``(N, L)``
         (then :math:`c_k` is the average over the samples).
 
+    Notes
+    -----
     Evaluated eagerly even when called while a function is being traced (the
     losses depend on parameters only), so a sampler that picks its blocks from
     them, such as ``parallel_unmask(key, model, n, budgeted_blocks(...)[0])``,

@@ -41,8 +41,14 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import logsumexp
 
-from arprob._validation import _show, check_choice
-from arprob.errors import ArprobTypeError, IncompatibleError, InvalidProbabilityError, ZeroProbabilityError
+from arprob._validation import _show, check_choice, check_int
+from arprob.errors import (
+    ArprobError,
+    ArprobTypeError,
+    IncompatibleError,
+    InvalidProbabilityError,
+    ZeroProbabilityError,
+)
 from arprob.tokenization.tokenizers import MaxPrefixTokenizer, Tokenizer
 
 __all__ = ["METHODS", "TokenModelCalls", "char_prefix_log_prob", "next_char_law"]
@@ -58,9 +64,16 @@ class TokenModelCalls:
         if not hasattr(token_model, "next_token_probs") or not hasattr(token_model, "num_tokens"):
             raise ArprobTypeError(f"{owner}: token_model must have num_tokens and next_token_probs(prefix) "
                                   f"(an InducedTokenModel or a TokenNetwork), got {_show(token_model)}")
-        if int(token_model.num_tokens) != tokenizer.num_tokens:
-            raise IncompatibleError(f"{owner}: token_model has num_tokens {token_model.num_tokens} but the tokenizer "
+        num_tokens = check_int(owner, "token_model.num_tokens", token_model.num_tokens, minimum=1)
+        if num_tokens != tokenizer.num_tokens:
+            raise IncompatibleError(f"{owner}: token_model has num_tokens {num_tokens} but the tokenizer "
                                     f"has {tokenizer.num_tokens} tokens; use the tokenizer the model was built for")
+        built_for = getattr(token_model, "tokenizer", None)
+        if isinstance(built_for, Tokenizer) and not _same_tokenizer(built_for, tokenizer):
+            raise IncompatibleError(
+                f"{owner}: token_model was built for {built_for!r} with tokens {_show(built_for.tokens)}, but the "
+                f"tokenizer passed is {tokenizer!r} with tokens {_show(tokenizer.tokens)}; pass "
+                "tokenizer=token_model.tokenizer")
         self.owner = owner
         self.model = token_model
         self.num_tokens = tokenizer.num_tokens
@@ -76,14 +89,23 @@ class TokenModelCalls:
         prefix = tuple(prefix)
         cached = self.cache.get(prefix)
         if cached is None:
-            cached = np.asarray(self.model.next_token_probs(list(prefix)), dtype=np.float64)
+            what = f"token_model.next_token_probs({list(prefix)})"
+            try:
+                cached = np.asarray(self.model.next_token_probs(list(prefix)), dtype=np.float64)
+            except ArprobError as error:  # the model's own refusal, named as this call's
+                raise type(error)(f"{self.owner}: {what} refused: {error}") from error
+            except Exception as error:
+                raise ArprobTypeError(f"{self.owner}: {what} failed with {type(error).__name__}: {error} (the model "
+                                      "must map a list of token ids to the law of the next token, shape "
+                                      f"({self.num_tokens + 1},))") from error
             if cached.shape != (self.num_tokens + 1,):
                 raise IncompatibleError(f"{self.owner}: token_model.next_token_probs returned shape {cached.shape}, "
                                         f"expected ({self.num_tokens + 1},) (the tokens, then the end of text)")
             if not np.all(np.isfinite(cached)) or np.any(cached < 0) or abs(cached.sum() - 1.0) > 1e-6:
                 raise InvalidProbabilityError(
                     f"{self.owner}: token_model.next_token_probs({list(prefix)}) is not a probability vector "
-                    f"(sum {cached.sum()!r}, min {np.min(cached)!r}); the model must return a normalised law")
+                    f"(sum {float(cached.sum()):.6g}, min {float(np.min(cached)):.6g}); the model must return a "
+                    "normalised law")
             self.cache[prefix] = cached
         return cached
 
@@ -92,10 +114,19 @@ class TokenModelCalls:
         prefix = tuple(prefix)
         known = self.log_prefix.get(prefix)
         if known is None:
-            with np.errstate(divide="ignore"):
-                known = self.prefix_log_prob(prefix[:-1]) + float(np.log(self.probs(prefix[:-1])[prefix[-1]]))
+            known = self.prefix_log_prob(prefix[:-1])
+            if known > -np.inf:  # the model is never asked about a prefix of probability 0
+                with np.errstate(divide="ignore"):
+                    known += float(np.log(self.probs(prefix[:-1])[prefix[-1]]))
             self.log_prefix[prefix] = known
         return known
+
+
+def _same_tokenizer(first: Tokenizer, second: Tokenizer) -> bool:
+    """Whether two tokenizers encode alike (the same class, alphabet, tokens and merges)."""
+    return first is second or (type(first) is type(second) and first.alphabet == second.alphabet
+                               and first.tokens == second.tokens
+                               and getattr(first, "merges", None) == getattr(second, "merges", None))
 
 
 def _check_tokenizer(owner: str, tokenizer) -> Tokenizer:
@@ -168,13 +199,23 @@ def _normalised(owner: str, masses: np.ndarray, what: str) -> np.ndarray:
     return masses / total
 
 
+def _reachable(owner: str, calls: TokenModelCalls, prefix, what: str) -> None:
+    """Refuse a token prefix of probability 0 (its next-token law is undefined)."""
+    if calls.prefix_log_prob(prefix) == -np.inf:
+        raise ZeroProbabilityError(f"{owner}: {what} has probability 0 under the token model; no next character "
+                                   "is defined")
+
+
 def _law(owner: str, calls: TokenModelCalls, tokenizer: Tokenizer, prompt: str, method: str) -> np.ndarray:
     if method == "naive" or (method == "token_healing" and not prompt):
-        return _normalised(owner, _first_chars(tokenizer, calls.probs(tokenizer.encode(prompt))),
+        encoding = tokenizer.encode(prompt)
+        _reachable(owner, calls, encoding, f"the encoded prompt {prompt!r}")
+        return _normalised(owner, _first_chars(tokenizer, calls.probs(encoding)),
                            f"a next token after the encoded prompt {prompt!r}")
     if method == "token_healing":
         encoding = tokenizer.encode(prompt)
         last = tokenizer.tokens[encoding[-1]]
+        _reachable(owner, calls, encoding[:-1], f"the prompt {prompt!r} without its last token {last!r}")
         probs = calls.probs(encoding[:-1])
         masses = np.zeros(len(tokenizer.alphabet))
         for token_id, token in enumerate(tokenizer.tokens):
@@ -182,7 +223,7 @@ def _law(owner: str, calls: TokenModelCalls, tokenizer: Tokenizer, prompt: str, 
                 masses[tokenizer.alphabet.index(token[len(last)])] += probs[token_id]
         if probs[encoding[-1]] > 0:
             masses += probs[encoding[-1]] * _law(owner, calls, tokenizer, prompt, "naive")
-        return _normalised(owner, masses, f"a token extending the backed-off token {last!r}")
+        return _normalised(owner, masses, f"a token extending the backed-off token {last!r} of the prompt {prompt!r}")
     logs = np.array([_log_prefix_mass(calls, tokenizer, prompt + char, method) for char in tokenizer.alphabet])
     if not np.any(np.isfinite(logs)):
         raise ZeroProbabilityError(f"{owner}: the prompt {prompt!r} followed by any character has probability 0 "

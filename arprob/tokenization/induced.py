@@ -133,16 +133,17 @@ class InducedTokenModel:
         self._transitions = tokenizer.automaton().transitions
         self._table = continuation_table(self._read, self._after, self._transitions, tokenizer.lengths, num_chars)
 
-    def _walk(self, owner: str, prefix) -> tuple[float, int, int, int]:
+    def _walk(self, owner: str, prefix, name: str = "prefix") -> tuple[float, int, int, int]:
         """``(log P_char(decode(prefix)), state, window, chars)``; state -1 if the prefix is no encoding prefix."""
-        ids = self.tokenizer._check_ids(owner, "prefix", prefix)
+        ids = self.tokenizer._check_ids(owner, name, prefix)
         state, window, chars, log_mass = 0, self._start, 0, 0.0
         for token in ids:
             chars += int(self.tokenizer.lengths[token])
             state = int(self._transitions[state, token]) if state >= 0 else -1
             if state < 0 or chars > self.num_chars:
                 return -np.inf, -1, window, chars
-            log_mass += np.log(self._read[window, token])
+            with np.errstate(divide="ignore"):  # a character of probability 0: log-mass -inf
+                log_mass += np.log(self._read[window, token])
             window = int(self._after[window, token])
         return log_mass, state, window, chars
 
@@ -156,7 +157,7 @@ class InducedTokenModel:
 
     def log_prob(self, ids: Sequence[int]) -> float:
         r""":math:`\log P(\mathrm{encode}(S) = \text{ids})` of a complete token sequence; ``-inf`` off the support."""
-        log_mass, state, _, chars = self._walk("InducedTokenModel.log_prob", ids)
+        log_mass, state, _, chars = self._walk("InducedTokenModel.log_prob", ids, "ids")
         return float(log_mass) if state >= 0 and chars == self.num_chars else -np.inf
 
     def next_token_probs(self, prefix: Sequence[int]) -> np.ndarray:

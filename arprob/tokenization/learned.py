@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from arprob._validation import _show, check_int, check_key, check_real, check_work
+from arprob._validation import _show, check_int, check_key, check_memory, check_real, check_work
 from arprob.errors import ArprobTypeError, InvalidArgumentError
 from arprob.markov.char_models import Dense
 from arprob.tokenization.tokenizers import Tokenizer
@@ -159,6 +159,13 @@ def train_token_network(key, encodings, tokenizer: Tokenizer, *, context_size: i
     num_tokens = tokenizer.num_tokens
     parameters = ((context_size * (num_tokens + 2) + max_chars + 1) + (num_layers - 1) * hidden_size
                   + num_tokens + 1) * hidden_size
+    check_memory(owner, f"a network of {parameters:,} weights with Adam's two moments", (parameters, 3),
+                 fix="use a smaller context_size, hidden_size or num_layers")
+    check_memory(owner, f"the activations of a minibatch of batch_size={batch_size:,} rows",
+                 (batch_size, (context_size + num_layers) * hidden_size + num_tokens + 1, 3),
+                 fix="use a smaller batch_size")
+    check_memory(owner, f"the keys and losses of num_steps={num_steps:,} steps", (num_steps, 3),
+                 fix="use fewer num_steps")
     check_work(owner, f"num_steps={num_steps:,} steps of batch_size={batch_size:,} on {parameters:,} weights",
                6.0 * num_steps * batch_size * parameters, fix="use fewer num_steps, a smaller batch_size or network")
     network = TokenNetwork(None, tokenizer, context_size, max_chars)

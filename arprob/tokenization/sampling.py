@@ -28,7 +28,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from arprob._validation import check_choice, check_enumeration, check_int, check_key
+from arprob._validation import check_choice, check_enumeration, check_int, check_key, check_memory
 from arprob.errors import InvalidArgumentError, ZeroProbabilityError
 from arprob.tokenization.correction import TokenModelCalls, _check_tokenizer
 from arprob.tokenization.tokenizers import Tokenizer
@@ -47,21 +47,27 @@ def _check_args(owner: str, token_model, tokenizer, prompt, num_chars, method):
     calls = TokenModelCalls(owner, token_model, tokenizer)
     total = getattr(token_model, "num_chars", None)
     if isinstance(total, int) and len(prompt) + num_chars > total:
+        room = total - len(prompt)
+        fix = f"ask for at most num_chars={room}" if room >= 1 else f"use a prompt of fewer than {total} characters"
         raise InvalidArgumentError(
             f"{owner}: the prompt ({len(prompt)} characters) plus num_chars={num_chars} exceeds the "
-            f"{total} characters of text the token model describes; ask for at most {total - len(prompt)}")
+            f"{total} characters of text the token model describes; {fix}")
     return tokenizer, prompt, num_chars, method, calls
 
 
 def _starts(calls: TokenModelCalls, tokenizer: Tokenizer, prompt: str, method: str):
     """Start prefixes and their probabilities: the covers of ``prompt`` (or its encoding, for ``"naive"``)."""
     if method == "naive" or not prompt:
-        return [tuple(tokenizer.encode(prompt))], np.ones(1)
+        encoding = tuple(tokenizer.encode(prompt))
+        if calls.prefix_log_prob(encoding) == -np.inf:
+            raise ZeroProbabilityError(f"{calls.owner}: the encoded prompt {prompt!r} has probability 0 under the "
+                                       "token model; no continuation is defined")
+        return [encoding], np.ones(1)
     starts, logs = [], []
     for prefix, token in tokenizer._covers(prompt, valid_only=True):
         base = calls.prefix_log_prob(prefix)
-        mass = calls.probs(prefix)[token]
-        if base > -np.inf and mass > 0:
+        mass = calls.probs(prefix)[token] if base > -np.inf else 0.0
+        if mass > 0:
             starts.append(tuple(prefix) + (token,))
             logs.append(base + np.log(mass))
     if not starts:
@@ -119,6 +125,9 @@ def sample_continuation(key, token_model, tokenizer: Tokenizer, prompt: str, num
     num_samples = check_int(owner, "num_samples", num_samples, minimum=1, maximum=10**8)
     tokenizer, prompt, num_chars, method, calls = _check_args(owner, token_model, tokenizer, prompt, num_chars,
                                                               method)
+    check_memory(owner, f"the uniforms of num_samples={num_samples:,} samples of num_chars={num_chars:,} characters",
+                 (num_chars + 1, num_samples), itemsize=12,
+                 fix="draw fewer samples per call (one call per jax.random.split key) or fewer characters")
     starts, weights = _starts(calls, tokenizer, prompt, method)
     target = len(prompt) + num_chars
     uniforms = np.asarray(jax.random.uniform(key, (num_chars + 1, num_samples)), np.float64)

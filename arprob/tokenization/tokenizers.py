@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from arprob._validation import _show
+from arprob._validation import _show, check_bool
 from arprob.errors import ArprobTypeError, EnumerationTooLargeError, InvalidArgumentError, InvalidTokenError
 
 __all__ = ["Automaton", "BPETokenizer", "MaxPrefixTokenizer", "Tokenizer"]
@@ -142,6 +142,7 @@ class Tokenizer(ABC):
         """
         owner = f"{type(self).__name__}.covers"
         text = self._check_text(owner, "text", text)
+        valid_only = check_bool(owner, "valid_only", valid_only)
         return [prefix + [token] for prefix, token in self._covers(text, valid_only)]
 
     def _covers(self, text: str, valid_only: bool):
@@ -218,9 +219,16 @@ class MaxPrefixTokenizer(Tokenizer):
     def __init__(self, vocab, alphabet: str | None = None):
         owner = "MaxPrefixTokenizer"
         if alphabet is None:
-            singles = [t for t in (vocab if isinstance(vocab, (list, tuple)) else []) if isinstance(t, str)
-                       and len(t) == 1]
+            if isinstance(vocab, (str, bytes)) or not hasattr(vocab, "__iter__"):
+                raise ArprobTypeError(f"{owner}: vocab must be a list of strings such as ['a', 'b', 'ab'], "
+                                      f"got {_show(vocab)}")
+            vocab = list(vocab)
+            singles = [t for t in vocab if isinstance(t, str) and len(t) == 1]
             alphabet = "".join(dict.fromkeys(singles))
+            if not alphabet:
+                raise InvalidArgumentError(f"{owner}: vocab {_show(vocab)} has no single-character token, so the "
+                                           "alphabet cannot be read from it; add every character as a token, or "
+                                           "pass alphabet=")
         alphabet = _check_alphabet(owner, alphabet)
         vocab = _check_vocab(owner, vocab, alphabet)
         self._setup(alphabet, vocab)
@@ -267,25 +275,26 @@ class MaxPrefixTokenizer(Tokenizer):
         return f"MaxPrefixTokenizer(num_tokens={self.num_tokens}, alphabet={self.alphabet!r})"
 
 
-def _check_merges(owner: str, merges, alphabet: str) -> list[tuple[str, str]]:
+def _check_merges(owner: str, merges, alphabet: str, name: str = "merges",
+                  fix: str = "list merges in the order they were learned") -> list[tuple[str, str]]:
     if isinstance(merges, (str, bytes)) or not hasattr(merges, "__iter__"):
-        raise ArprobTypeError(f"{owner}: merges must be a list of (left, right) string pairs, got {_show(merges)}")
+        raise ArprobTypeError(f"{owner}: {name} must be a list of (left, right) string pairs, got {_show(merges)}")
     known = set(alphabet)
     out = []
     for rank, merge in enumerate(merges):
         if isinstance(merge, str) and merge.count(" ") == 1:  # the "left right" form of older merge files
             merge = tuple(merge.split(" "))
         if not isinstance(merge, (tuple, list)) or len(merge) != 2 or not all(isinstance(p, str) for p in merge):
-            raise ArprobTypeError(f"{owner}: merges[{rank}] must be a pair of strings such as ('a', 'b'), "
+            raise ArprobTypeError(f"{owner}: {name}[{rank}] must be a pair of strings such as ('a', 'b'), "
                                   f"got {_show(merge)}")
         left, right = merge
         for part in (left, right):
             if part not in known:
                 raise InvalidArgumentError(
-                    f"{owner}: merges[{rank}] = {merge!r} uses {part!r}, which is neither a character of the alphabet "
-                    "nor made by an earlier merge; list merges in the order they were learned")
+                    f"{owner}: {name}[{rank}] = {merge!r} uses {part!r}, which is neither a character of the alphabet "
+                    f"{alphabet!r} nor made by an earlier merge; {fix}")
         if left + right in known:
-            raise InvalidArgumentError(f"{owner}: merges[{rank}] = {merge!r} makes {left + right!r}, which already "
+            raise InvalidArgumentError(f"{owner}: {name}[{rank}] = {merge!r} makes {left + right!r}, which already "
                                        "exists; each merge must make a new token")
         known.add(left + right)
         out.append((left, right))
@@ -321,10 +330,38 @@ class BPETokenizer(Tokenizer):
         owner = "BPETokenizer.from_huggingface"
         if not hasattr(tokenizer, "to_str"):
             raise ArprobTypeError(f"{owner}: tokenizer must be a tokenizers.Tokenizer, got {_show(tokenizer)}")
-        model = json.loads(tokenizer.to_str())["model"]
+        alphabet = _check_alphabet(owner, alphabet)
+        try:
+            config = json.loads(tokenizer.to_str())
+        except Exception as error:
+            raise ArprobTypeError(f"{owner}: tokenizer.to_str() did not give a tokenizer's JSON "
+                                  f"({type(error).__name__}: {error}); pass a tokenizers.Tokenizer") from error
+        model = config.get("model") if isinstance(config, dict) else None
+        if not isinstance(model, dict):
+            raise InvalidArgumentError(f"{owner}: the tokenizer's JSON has no model section (got {_show(model)}); "
+                                       "pass a tokenizers.Tokenizer whose model is BPE")
         if model.get("type") != "BPE":
             raise InvalidArgumentError(f"{owner}: the tokenizer's model is {model.get('type')!r}, expected 'BPE'")
-        return cls([tuple(m) if isinstance(m, list) else m for m in model["merges"]], alphabet)
+        merges = model.get("merges")
+        if not isinstance(merges, list):
+            raise InvalidArgumentError(f"{owner}: the tokenizer's BPE model has no merge list "
+                                       f"(merges = {_show(merges)}); pass a trained tokenizers.Tokenizer")
+        # settings under which HuggingFace's encodings are not those of the merges applied to the whole text
+        changes = {"normalizer": config.get("normalizer"), "pre_tokenizer": config.get("pre_tokenizer"),
+                   "dropout": model.get("dropout") or None,
+                   "continuing_subword_prefix": model.get("continuing_subword_prefix"),
+                   "end_of_word_suffix": model.get("end_of_word_suffix"),
+                   "ignore_merges": model.get("ignore_merges") or None}
+        changes = {name: value for name, value in changes.items() if value not in (None, "")}
+        if changes:
+            raise InvalidArgumentError(
+                f"{owner}: the tokenizer sets {', '.join(f'{k}={v!r}' for k, v in changes.items())}"[:300]
+                + "; BPETokenizer applies the merges to the whole text, so its encodings would differ; pass a "
+                "tokenizer without a normalizer or pre-tokenizer, dropout, subword prefix or suffix, or ignore_merges")
+        merges = [tuple(m) if isinstance(m, list) else m for m in merges]
+        _check_merges(owner, merges, alphabet, name="the tokenizer's merges",
+                      fix="pass the alphabet the tokenizer was trained on")
+        return cls(merges, alphabet)
 
     def encode(self, text: str) -> list[int]:
         """BPE token ids of ``text``."""

@@ -378,7 +378,8 @@ def _edges():
 def _with_clamped_skips(entries):
     out = []
     for entry in entries:
-        clamped = {(argument, "huge") for argument in entry.arguments if argument in CLAMPED}
+        clamped = {(argument, label) for argument in entry.arguments if argument in CLAMPED
+                   for label in ("huge", "random-huge")}  # the hypothesis-drawn huge values too
         if clamped and entry.owner != "expected_tokens_per_call":
             entry = Entry(entry.owner, entry.build, entry.arguments, entry.extra, entry.skip | clamped)
         out.append(entry)

@@ -42,7 +42,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 CATALOGUE_MODULES = ("hostile.catalogue_core", "hostile.catalogue_hmm", "hostile.catalogue_verify",
-                     "hostile.catalogue_markov")
+                     "hostile.catalogue_markov", "hostile.catalogue_tokenization")
 
 
 @dataclasses.dataclass(frozen=True)
