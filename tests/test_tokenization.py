@@ -30,7 +30,7 @@ from arprob.tokenization import (
     sample_encodings,
     train_token_network,
 )
-from arprob.tokenization.correction import TokenModelCalls
+from arprob.tokenization.correction import TokenModelCalls, _law
 from arprob.verify import detectable, gof, tv
 
 jax.config.update("jax_enable_x64", True)
@@ -53,8 +53,8 @@ def enumerated_law(chain, tokenizer, num_chars: int) -> dict[tuple[int, ...], fl
     law: dict[tuple[int, ...], float] = {}
     size = len(tokenizer.alphabet)
     strings = np.array(list(itertools.product(range(size), repeat=num_chars)))
-    probs = np.exp(np.asarray(chain.log_prob(strings)) if chain.length == num_chars else
-                   [sum(np.log(chain.next_token_probs(list(s[:i]))[s[i]]) for i in range(num_chars)) for s in strings])
+    assert chain.length == num_chars
+    probs = np.exp(np.asarray(chain.log_prob(strings)))
     for string, p in zip(strings, probs):
         encoding = tuple(tokenizer.encode(text(tokenizer, string)))
         law[encoding] = law.get(encoding, 0.0) + float(p)
@@ -225,12 +225,10 @@ def test_corrected_model_calls_grow_linearly():
     for size in (15, 30, 60):
         prompt = text(tokenizer, rng.integers(0, 2, size))
         calls = TokenModelCalls("test", model, tokenizer)
-        from arprob.tokenization.correction import _law
-
         law = _law("test", calls, tokenizer, prompt, "corrected")
         np.testing.assert_allclose(law, truth(chain, [tokenizer.alphabet.index(c) for c in prompt]), atol=1e-10)
         counts[size] = calls.calls
-        assert calls.calls <= len(tokenizer.encode(prompt)) + len(tokenizer.alphabet) * (tokenizer.max_token_length + 1)
+        assert calls.calls <= len(tokenizer.encode(prompt)) + 1  # theorem 11, part 5: prefixes of encode(x)
     assert counts[60] < 2.5 * counts[30]
 
 
