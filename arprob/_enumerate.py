@@ -6,6 +6,7 @@ most significant first, are ``k``; i.e. ``x[0]`` varies slowest.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -28,7 +29,7 @@ def sequence_index(tokens, vocab_size: int):
     if isinstance(tokens, np.ndarray):
         powers = vocab_size ** np.arange(length - 1, -1, -1, dtype=np.int64)
         return (tokens.astype(np.int64) * powers).sum(axis=-1)
-    dtype = jnp.int64 if jnp.zeros((), jnp.int64).dtype == jnp.int64 else jnp.int32
+    dtype = jax.dtypes.canonicalize_dtype(jnp.int64)  # int32 when x64 is off, without a warning
     powers = jnp.asarray(vocab_size ** np.arange(length - 1, -1, -1, dtype=np.int64), dtype)
     return (tokens.astype(dtype) * powers).sum(axis=-1)
 

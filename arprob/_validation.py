@@ -23,8 +23,57 @@ from arprob.errors import (
     ShapeError,
 )
 
-# Relative tolerance on "sums to one" for float64 and float32 inputs.
+# Tolerance on |sum - 1| of a distribution held in float64 or float32.  float32 rounds each
+# probability to within 6e-8 of its value; a law over V**L sequences built from float32 parameters
+# and conditionals (a product of L factors, each a softmax) carries up to a few dozen such
+# roundings, 1e-6 in practice, so 1e-5 accepts rounding and refuses a law that is really off.
 _SUM_TOLERANCE = {np.dtype("float64"): 1e-9, np.dtype("float32"): 1e-5}
+
+
+def x64_enabled() -> bool:
+    """True when JAX creates float64 arrays (``jax_enable_x64`` on, globally or in a context)."""
+    return jax.dtypes.canonicalize_dtype(np.float64) == np.dtype(np.float64)
+
+
+def input_dtype(value):
+    """The dtype ``value`` arrives in (before any conversion to float64), or None for lists and scalars."""
+    dtype = getattr(value, "dtype", None)
+    try:
+        return None if dtype is None else np.dtype(dtype)
+    except TypeError:  # typed PRNG keys and other non-numeric dtypes
+        return None
+
+
+def sum_tolerance(dtype=None) -> float:
+    """Tolerance on ``|sum - 1|`` for probabilities computed in ``dtype`` (None: float64).
+
+    1e-9 for float64 and 1e-5 for float32 (:data:`_SUM_TOLERANCE`).  With ``jax_enable_x64``
+    off, JAX computes in float32 and every float64 array a law function returns was computed from
+    float32 values, so float64 gets float32's tolerance too.  Dtypes coarser than float32
+    (float16, bfloat16) get eight of their machine epsilons.
+    """
+    dtype = np.dtype(np.float64) if dtype is None else np.dtype(dtype)
+    if not jax.numpy.issubdtype(dtype, jax.numpy.floating):
+        dtype = np.dtype(np.float64)  # integer or boolean probabilities (one-hot laws) are exact
+    epsilon = float(jax.numpy.finfo(dtype).eps)
+    if epsilon <= np.finfo(np.float64).eps:
+        return _SUM_TOLERANCE[np.dtype("float64")] if x64_enabled() else _SUM_TOLERANCE[np.dtype("float32")]
+    return max(_SUM_TOLERANCE[np.dtype("float32")], 8 * epsilon)
+
+
+def format_sum(total: float) -> str:
+    """``total`` with enough significant digits to show how far it is from 1.
+
+    Six significant digits when the gap is 1e-4 or more (``0.8``, ``1.3``), else three digits of the
+    gap (``0.99999999844``, ``1.0000000218``; never the self-contradicting ``sums to 1``).
+    """
+    total = float(total)
+    gap = abs(total - 1.0)
+    if not math.isfinite(total) or gap == 0.0:
+        return f"{total:.6g}"
+    # the gap's first digit is decimal place ceil(-log10(gap)); a total >= 1 spends one more on its "1."
+    digits = max(6, math.ceil(-math.log10(gap)) + 2 + (total >= 1.0))
+    return f"{total:.{min(digits, 17)}g}"
 
 
 def is_concrete(*values) -> bool:
@@ -39,13 +88,17 @@ def _describe(values: np.ndarray, limit: int = 4) -> str:
     return shown + (", ..." if flat.size > limit else "")
 
 
-def check_probs(owner: str, name: str, probs, num_axes: int = 1) -> None:
+def check_probs(owner: str, name: str, probs, num_axes: int = 1, *, dtype=None) -> None:
     """Check that ``probs`` is finite, non-negative and sums to one.
 
-    The sum is taken over the trailing ``num_axes`` axes.  Skipped for tracers.
+    The sum is taken over the trailing ``num_axes`` axes, in float64, and compared with 1 at
+    :func:`sum_tolerance` of ``dtype``: the precision the values were computed in, when ``probs``
+    has already been converted (default: the dtype of ``probs``).  Skipped for tracers.
     """
     if not is_concrete(probs):
         return
+    if dtype is None:
+        dtype = input_dtype(probs)
     array = np.asarray(probs)
     if not np.issubdtype(array.dtype, np.floating):
         array = array.astype(np.float64)
@@ -63,14 +116,23 @@ def check_probs(owner: str, name: str, probs, num_axes: int = 1) -> None:
         )
     axes = tuple(range(array.ndim - num_axes, array.ndim))
     sums = array.sum(axis=axes, dtype=np.float64)
-    tolerance = _SUM_TOLERANCE.get(array.dtype, 1e-5)
+    tolerance = sum_tolerance(dtype)
     worst = np.max(np.abs(sums - 1.0)) if sums.size else 0.0
     if worst > tolerance:
         offender = np.ravel(sums)[np.argmax(np.abs(np.ravel(sums) - 1.0))]
         where = "along the last axis" if num_axes == 1 else f"over the last {num_axes} axes"
+        if tolerance > _SUM_TOLERANCE[np.dtype("float64")]:
+            precision = " (float32's rounding" + ("; jax_enable_x64 is off" if not x64_enabled() else "") + ")"
+        else:
+            precision = ""
+        hint = ""
+        if worst < 1e-4:  # close to one: rounding in a lower precision, not a wrong law
+            hint = ("; a law computed from float32 values is off by up to about 1e-6: "
+                    + ("build it from float64 values" if tolerance < 1e-6 else
+                       "enable float64 with jax.config.update('jax_enable_x64', True) before creating arrays"))
         raise InvalidProbabilityError(
-            f"{owner}: {name} sums to {offender:.6g} {where}, expected 1 "
-            f"(off by {offender - 1.0:+.3g}; normalize it, or pass logits=... instead)"
+            f"{owner}: {name} sums to {format_sum(offender)} {where}, expected 1 within {tolerance:.0e}"
+            f"{precision} (off by {offender - 1.0:+.3g}; normalize it, or pass logits=... instead{hint})"
         )
 
 

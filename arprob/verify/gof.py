@@ -42,7 +42,15 @@ import numpy as np
 from scipy import stats
 
 from arprob._enumerate import decode_index
-from arprob._validation import _show, check_choice, check_int, check_probs, check_real, check_real_array
+from arprob._validation import (
+    _show,
+    check_choice,
+    check_int,
+    check_probs,
+    check_real,
+    check_real_array,
+    input_dtype,
+)
 from arprob.errors import ArprobTypeError, InvalidArgumentError, InvalidTokenError, ShapeError
 
 __all__ = ["Counts", "GofResult", "check_projection", "gof", "projected_law", "STATISTICS"]
@@ -100,13 +108,18 @@ def check_projection(owner: str, name: str, projection, length: int | None) -> t
 
 
 def _law_array(owner: str, name: str, law) -> np.ndarray:
-    """A law given as an array: real, non-empty, finite, non-negative and summing to one (float64)."""
+    """A law given as an array: real, non-empty, finite, non-negative and summing to one (float64).
+
+    The sum is checked at the tolerance of the precision the law was computed in (1e-9 in float64,
+    1e-5 in float32 or with jax_enable_x64 off), then divided out, so that the expected counts
+    ``n p`` of a law computed in float32 add up to ``n`` as the observed counts do.
+    """
     array = check_real_array(owner, name, law, finite=False)
     if array.size == 0:
         raise ShapeError(f"{owner}: {name} is empty (shape {array.shape}); expected probabilities over all "
                          "vocab_size**length sequences")
-    check_probs(owner, name, array.ravel())
-    return array
+    check_probs(owner, name, array.ravel(), dtype=input_dtype(law))
+    return array / array.sum()
 
 
 def _power_matches(size: int, vocab_size: int, length: int) -> bool:

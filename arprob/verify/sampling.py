@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from arprob._random import categorical
-from arprob._validation import _show, check_int, check_key, check_memory, check_probs, check_real_array
+from arprob._validation import _show, check_int, check_key, check_memory, check_probs, check_real_array, input_dtype
 from arprob.errors import ArprobTypeError, ShapeError
 from arprob.verify.gof import _power_matches
 
@@ -19,13 +19,13 @@ __all__ = ["Sampler", "from_law"]
 
 
 def _check_law(owner: str, law) -> np.ndarray:
-    # float32 laws are held to float32's tolerance on their sum (1e-5), float64 ones to 1e-9
-    single = np.dtype(getattr(law, "dtype", np.float64)) == np.dtype("float32")
-    array = check_real_array(owner, "law", law, finite=False, dtype=np.float32 if single else np.float64)
+    # the sum is held to the tolerance of the precision the law was computed in: 1e-9 in float64,
+    # 1e-5 in float32 or with jax_enable_x64 off (arprob._validation.sum_tolerance)
+    array = check_real_array(owner, "law", law, finite=False)
     if array.size == 0:
         raise ShapeError(f"{owner}: law is empty (shape {array.shape}); expected probabilities over all "
                          "vocab_size**length sequences")
-    check_probs(owner, "law", array.ravel())
+    check_probs(owner, "law", array.ravel(), dtype=input_dtype(law))
     return array
 
 
@@ -72,6 +72,7 @@ def from_law(law, vocab_size: int, length: int, *, name: str = "from_law") -> Sa
     if not isinstance(name, str):
         raise ArprobTypeError(f"{owner}: name must be a string, got {_show(name)}")
     law = np.asarray(_check_law(owner, law), np.float64).ravel()
+    law = law / law.sum()  # a float32 law sums to one only within float32's rounding
     if not _power_matches(law.size, vocab_size, length):
         raise ShapeError(f"{owner}: law has {law.size} entries, but vocab_size={vocab_size} and length={length} give "
                          f"{vocab_size}**{length} sequences; pass the law over all vocab_size**length sequences")
