@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+DEVIATION = 0.005  # TV each row detects with probability --power (the default run)
+QUICK_DEVIATION = 0.02  # the same with --quick
 
 def _run_check(args) -> int:
     import jax
@@ -28,7 +30,7 @@ def _run_check(args) -> int:
     started = time.perf_counter()
 
     console = Console(width=None if sys.stdout.isatty() else 170)
-    deviation = args.deviation if args.deviation is not None else (0.02 if args.quick else 0.005)
+    deviation = args.deviation if args.deviation is not None else (QUICK_DEVIATION if args.quick else DEVIATION)
     suite = builtin_suite.cases(quick=args.quick)
     rows, records = [], []
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f}/{task.total:,.0f}"),
@@ -98,24 +100,32 @@ def _run_check(args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The ``arprob`` argument parser (docs/cli.md lists its options from it)."""
     parser = argparse.ArgumentParser(prog="arprob", description="Exactly checkable probability for "
                                      "autoregressive-style generation.")
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser("check", help="run the built-in verification suite")
-    check.add_argument("--quick", action="store_true", help="small sample sizes (TV 0.02 detectable), for CI")
+    check.add_argument("--quick", action="store_true",
+                       help=f"small sample sizes (TV {QUICK_DEVIATION:g} detectable), for CI")
     check.add_argument("--json", metavar="FILE", help="write every report as JSON")
     check.add_argument("--plots", metavar="DIR", help="write one PNG per case")
     check.add_argument("--alpha", type=float, default=1e-4, help="family-wise false-alarm rate per case")
     check.add_argument("--power", type=float, default=0.99, help="power against the deviation")
     check.add_argument("--deviation", type=float, default=None,
-                       help="TV distance to detect (default 0.005, or 0.02 with --quick)")
+                       help=f"TV distance to detect (default {DEVIATION:g}, or {QUICK_DEVIATION:g} with --quick)")
     check.add_argument("--devices", choices=["all"], default=None,
                        help="spread each row's batches over every local device (jax.shard_map)")
-    check.add_argument("--seed", type=int, default=0)
+    check.add_argument("--seed", type=int, default=0,
+                       help="seed of every row's key streams (same seed, identical reports)")
     check.add_argument("--cache", metavar="DIR", default=os.environ.get("ARPROB_CACHE", "~/.cache/arprob/jax"),
                        help="persistent compilation cache (default ~/.cache/arprob/jax or $ARPROB_CACHE; "
                             "'' to disable)")
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "check":
         return _run_check(args)

@@ -19,6 +19,7 @@ __all__ = [
     "InvalidOrderError",
     "InvalidProbabilityError",
     "InvalidTokenError",
+    "PrecisionWarning",
     "ShapeError",
     "ZeroProbabilityError",
 ]
@@ -62,6 +63,10 @@ class ZeroProbabilityError(ArprobError, ValueError):
 
 class ArprobWarning(UserWarning):
     """Warnings arprob emits (the test suite turns them into errors)."""
+
+
+class PrecisionWarning(ArprobWarning):
+    """A computation that is exact in float64 runs in float32 (``jax_enable_x64`` is off)."""
 
 
 class InvalidArgumentError(ArprobError, ValueError):

@@ -50,8 +50,10 @@ The procedure, for a sampler and a target over :math:`V^L` sequences:
 from __future__ import annotations
 
 import math
+import warnings
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
@@ -63,6 +65,7 @@ from arprob.errors import (
     IncompatibleError,
     InvalidArgumentError,
     InvalidTokenError,
+    PrecisionWarning,
 )
 from arprob.verify.distances import tv
 from arprob.verify.gof import MIN_EXPECTED, _pool, _test_counts
@@ -81,9 +84,25 @@ from arprob.verify.report import Report, TestOutcome
 from arprob.verify.stream import choose_batch_size, stream
 from arprob.verify.targets import resolve_target
 
-__all__ = ["check", "holm"]
+__all__ = ["check", "holm", "planned_num_samples"]
 
 MAX_SAMPLES = 2**36  # about 6.9e10, two hours at the fastest measured CPU rate (10^7/s): refused up front
+
+_warned_float32 = False  # check warns once per process when x64 is off
+
+
+def _warn_if_float32(owner: str) -> None:
+    """Warn (once per process) that check runs in float32 when ``jax_enable_x64`` is off."""
+    global _warned_float32
+    if _warned_float32 or jnp.result_type(float) == jnp.float64:
+        return
+    _warned_float32 = True
+    warnings.warn(f"{owner}: jax_enable_x64 is off, so the target's probabilities, the Rosenblatt and calibration "
+                  "statistics and the exact TV are computed in float32 (about 7 significant digits: an exact "
+                  "sampler's TV shows at ~1e-7 instead of ~1e-16, and the smallest target probabilities are "
+                  "rounded). Enable float64 with jax.config.update('jax_enable_x64', True) at the start of the "
+                  "program, or JAX_ENABLE_X64=1 (the arprob check command does this itself). This warning is shown "
+                  "once per process.", PrecisionWarning, stacklevel=3)
 
 
 def holm(p_values) -> np.ndarray:
@@ -208,8 +227,21 @@ def check(sampler, target, *, alpha: float = 1e-4, power: float = 0.99, deviatio
     Returns
     -------
     Report
+
+    Warns
+    -----
+    PrecisionWarning
+        Once per process, when ``jax_enable_x64`` is off (the check then runs in float32).
+
+    Notes
+    -----
+    The sampler is called only for the batches that are counted: a NumPy or
+    PyTorch sampler is never called with a traced key nor for a warm-up batch
+    (batch 0 is drawn on the host and, if it comes back as a ``jax.Array``,
+    the remaining batches run in the compiled loop).
     """
     owner = "check"
+    _warn_if_float32(owner)
     if not callable(sampler):
         raise ArprobTypeError(f"{owner}: sampler must be callable as sampler(key, num_samples), "
                               f"got {type(sampler).__name__}")
@@ -252,11 +284,7 @@ def check(sampler, target, *, alpha: float = 1e-4, power: float = 0.99, deviatio
     largest = max(sizes.values())
     planned = num_samples is None
     if planned:
-        try:
-            num_samples = plan(deviation, largest, alpha / len(tests), power) * (2 if reference is not None else 1)
-        except ArprobError as error:
-            raise EnumerationTooLargeError(f"{owner}: deviation={deviation:g} cannot be planned: "
-                                           f"{str(error).removeprefix('plan: ')}") from None
+        num_samples = _plan_size(owner, deviation, largest, len(tests), alpha, power, reference is not None)
     num_samples = check_int(owner, "num_samples", num_samples, minimum=1)
     if num_samples > MAX_SAMPLES:
         hours = num_samples / 1e7 / 3600
@@ -367,6 +395,32 @@ def check(sampler, target, *, alpha: float = 1e-4, power: float = 0.99, deviatio
         resolution=resolution, compile_seconds=run.compile_seconds, fused=run.fused, num_devices=run.num_devices,
         batch_size=run.batch_size,
     )
+
+
+def _plan_size(owner, deviation, largest, num_tests, alpha, power, two_sample) -> int:
+    try:
+        return plan(deviation, largest, alpha / num_tests, power) * (2 if two_sample else 1)
+    except ArprobError as error:
+        raise EnumerationTooLargeError(f"{owner}: deviation={deviation:g} cannot be planned: "
+                                       f"{str(error).removeprefix('plan: ')}") from None
+
+
+def planned_num_samples(target, *, alpha: float = 1e-4, power: float = 0.99, deviation: float = 0.01,
+                        projections="auto", max_joint_cells: int = 2**20) -> int:
+    """The sample size :func:`check` plans for ``target`` (``num_samples=None``), without sampling.
+
+    The same tests and the same ``plan(deviation, K, alpha / m, power)`` as :func:`check` (one-sample
+    mode): :math:`K` the cells of the largest test, :math:`m` the number of tests.
+    """
+    owner = "planned_num_samples"
+    alpha = _check_level(owner, "alpha", alpha)
+    power = _check_level(owner, "power", power)
+    max_joint_cells = check_positive_int(owner, "max_joint_cells", max_joint_cells, minimum=2)
+    model, exact = resolve_target(owner, target)
+    vocab_size, length = int(model.vocab_size), int(model.length)
+    tests = parse_tests(owner, projections, vocab_size, length, max_joint_cells, conditionals_only=not exact)
+    largest = max(cells_of(Test("", *c), vocab_size, length) for c in dict.fromkeys(t.counter for t in tests))
+    return _plan_size(owner, deviation, largest, len(tests), alpha, power, False)
 
 
 def _weissman_halfwidth(cells: int, num_samples: int, delta: float) -> float:

@@ -17,6 +17,15 @@ grouped into calls or spread over devices:
   Python loop calls the sampler and folds each batch into the counts with the
   same jit-compiled counter.
 
+The sampler is never called outside the counted batches.  With ``fuse=None``
+batch 0 is drawn on the host path, with its real key; only when it comes back
+as a :class:`jax.Array` is the sampler traced (a trace draws nothing) and
+batches ``1, 2, ...`` run in the compiled loop.  A NumPy or PyTorch sampler is
+therefore called exactly once per counted batch, and never with a tracer: no
+warm-up batch is drawn on a real engine.  ``fuse=True`` traces first (the
+caller says the sampler is a JAX function), and a compiled loop already cached
+for the same sampler object is reused for every batch.
+
 Counts are int32 inside a chunk (the chunk is sized so that they cannot
 overflow) and int64 on the host; float accumulators (the calibration test's
 expected masses, NFE) are returned per batch and summed on the host in batch
@@ -137,7 +146,7 @@ def stream(owner: str, sampler, counter, counter_shapes, *, num_samples: int, ba
     full_batches, remainder = divmod(num_samples, batch_size)
     num_batches = full_batches + (1 if remainder else 0)
     capacity = _chunk_capacity(batch_size, increments)
-    traced = None
+    traced, probe = None, None
     if fuse is not False:
         devices_key = None if mesh is None else tuple(d.id for d in np.asarray(mesh.devices).reshape(-1))
         key = None if cache_key is None else (id(sampler), cache_key, batch_size, length, capacity, devices_key)
@@ -147,8 +156,16 @@ def stream(owner: str, sampler, counter, counter_shapes, *, num_samples: int, ba
             _COMPILED.move_to_end(key)
             traced = (cached[1][0], 0.0, cached[1][2])
         else:
-            traced, error = _trace_fused(sampler, counter, counter_shapes, batch_size, length, capacity, mesh,
-                                         num_devices, owner, key_sampler, key_count)
+            if fuse is None:
+                # batch 0 on the host, counted: a non-JAX sampler is never called outside the counted batches
+                probe = _HostRun(owner, sampler, counter, counter_shapes, num_samples, batch_size, length,
+                                 key_sampler, key_count, full_batches, remainder, num_batches, progress)
+                probe.run(0, 1)
+            if probe is not None and (num_batches == 1 or not probe.returned_jax):
+                traced, error = None, None
+            else:
+                traced, error = _trace_fused(sampler, counter, counter_shapes, batch_size, length, capacity, mesh,
+                                             num_devices, owner, key_sampler, key_count)
             if traced is None and fuse:
                 raise ArprobTypeError(f"{owner}: fuse=True but the sampler does not trace under jax.jit "
                                       f"({type(error).__name__}: {error}); pass fuse=None to run it in a Python "
@@ -161,11 +178,14 @@ def stream(owner: str, sampler, counter, counter_shapes, *, num_samples: int, ba
         if mesh is not None and num_devices > 1:
             raise InvalidArgumentError(f"{owner}: devices={devices!r} needs a sampler that traces under jax.jit "
                                        "(a JAX function); this one runs on the host, so leave devices=None")
-        return _stream_host(owner, sampler, counter, counter_shapes, num_samples, batch_size, length,
-                            key_sampler, key_count, full_batches, remainder, num_batches, progress)
+        if probe is None:
+            probe = _HostRun(owner, sampler, counter, counter_shapes, num_samples, batch_size, length,
+                             key_sampler, key_count, full_batches, remainder, num_batches, progress)
+        probe.run(probe.done, num_batches)
+        return probe.result()
     scalars = (key_sampler, key_count, jnp.int32(full_batches), jnp.int32(remainder))
     return _run_fused(traced, scalars, counter_shapes, num_batches, batch_size, num_devices, capacity, num_samples,
-                      progress)
+                      progress, host=probe)
 
 
 def _trace_fused(sampler, counter, counter_shapes, batch_size, length, capacity, mesh, num_devices, owner,
@@ -224,13 +244,23 @@ def _trace_fused(sampler, counter, counter_shapes, batch_size, length, capacity,
 
 
 def _run_fused(traced, scalars, counter_shapes, num_batches, batch_size, num_devices, capacity, num_samples,
-               progress):
+               progress, host=None):
+    """Run the compiled loop over the batches that ``host`` (a :class:`_HostRun`, or None) has not drawn."""
     compiled, compile_seconds, has_nfe = traced
     count_sizes, float_sizes = counter_shapes
     totals = [np.zeros(size, np.int64) for size in count_sizes]
     float_parts = [[] if size is not None else None for size in float_sizes]
     nfe_parts, out_of_range, impossible, example = [], 0, 0, None
     done_batches, per_device, elapsed = 0, 1, 0.0
+    timed_samples = num_samples
+    if host is not None:  # batch 0 was drawn on the host (its time, with its compilation, counts as compiling)
+        totals = [np.asarray(t, np.int64).copy() for t in host.totals]
+        float_parts = [None if parts is None else list(parts) for parts in host.float_parts]
+        nfe_parts = list(host.nfe_parts)
+        out_of_range, impossible, example = host.out_of_range, host.impossible, host.example
+        done_batches = host.done
+        compile_seconds += host.compile_seconds + host.elapsed
+        timed_samples = num_samples - min(num_samples, host.done * batch_size)
     while done_batches < num_batches:
         remaining = num_batches - done_batches
         per_device = max(1, min(per_device, capacity, -(-remaining // num_devices)))
@@ -265,48 +295,71 @@ def _run_fused(traced, scalars, counter_shapes, num_batches, batch_size, num_dev
                     for parts, size in zip(float_parts, float_sizes)]
     nfe_total = float(np.sum(np.concatenate(nfe_parts))) if has_nfe else None
     return Streamed(totals, floats_total, nfe_total, out_of_range, impossible, example, max(elapsed, 1e-12),
-                    compile_seconds, True, num_devices, batch_size, num_samples)
+                    compile_seconds, True, num_devices, batch_size, max(timed_samples, 1))
 
 
-def _stream_host(owner, sampler, counter, counter_shapes, num_samples, batch_size, length, key_sampler,
+class _HostRun:
+    """The host path's Python loop, run batch range by batch range (batch 0 first, to see what the sampler is).
+
+    Float accumulators and NFE are kept per batch, in batch order, so that a run continued by the
+    compiled loop sums them exactly as a fused run does.
+    """
+
+    def __init__(self, owner, sampler, counter, counter_shapes, num_samples, batch_size, length, key_sampler,
                  key_count, full_batches, remainder, num_batches, progress):
-    count_sizes, float_sizes = counter_shapes
-    jitted = jax.jit(counter)
-    totals = [np.zeros(size, np.int64) for size in count_sizes]
-    floats_total = [None if size is None else np.zeros(size, np.float64) for size in float_sizes]
-    nfe_total, out_of_range, impossible, example = 0.0, 0, 0, None
-    has_nfe = None
-    elapsed, compile_seconds = 0.0, 0.0
-    for batch in range(num_batches):
-        start = time.perf_counter()
-        tokens, nfe = split_output(sampler(jax.random.fold_in(key_sampler, batch), batch_size))
-        _check_tokens(owner, tokens, batch_size, length)
-        tokens = jnp.asarray(np.asarray(tokens) if not isinstance(tokens, jax.Array) else tokens)
-        has_nfe = nfe is not None if has_nfe is None else has_nfe
-        weights = _batch_weights(jnp.int32(batch), batch_size, full_batches, remainder)
-        c, f, o, i, e = jax.device_get(jitted(tokens, weights, jax.random.fold_in(key_count, batch)))
-        for total, part in zip(totals, c):
-            total += np.asarray(part, np.int64)
-        for index, part in enumerate(f):
-            if part is not None:
-                floats_total[index] += np.asarray(part, np.float64)
-        if has_nfe:
-            per_sample = np.broadcast_to(np.asarray(nfe, np.float64), (batch_size,))
-            nfe_total += float(np.sum(per_sample * np.asarray(weights)))
-        out_of_range += int(o)
-        if example is None and int(i) > 0:
-            example = tuple(int(t) for t in e)
-        impossible += int(i)
-        seconds = time.perf_counter() - start
-        if batch == 0 and num_batches > 1:
-            compile_seconds = seconds  # the first batch compiles the counter (and a jitted sampler)
-        else:
-            elapsed += seconds
-        if progress is not None:
-            progress(min((batch + 1) * batch_size, num_samples), num_samples, elapsed)
-    timed = num_samples - (batch_size if num_batches > 1 else 0)
-    return Streamed(totals, floats_total, nfe_total if has_nfe else None, out_of_range, impossible, example,
-                    max(elapsed, 1e-12), compile_seconds, False, 1, batch_size, timed)
+        self.owner, self.sampler, self.length = owner, sampler, length
+        self.num_samples, self.batch_size, self.num_batches = num_samples, batch_size, num_batches
+        self.key_sampler, self.key_count = key_sampler, key_count
+        self.full_batches, self.remainder, self.progress = full_batches, remainder, progress
+        count_sizes, float_sizes = counter_shapes
+        self.float_sizes = float_sizes
+        self.jitted = jax.jit(counter)
+        self.totals = [np.zeros(size, np.int64) for size in count_sizes]
+        self.float_parts = [None if size is None else [] for size in float_sizes]
+        self.nfe_parts, self.has_nfe = [], None
+        self.out_of_range, self.impossible, self.example = 0, 0, None
+        self.elapsed, self.compile_seconds, self.done = 0.0, 0.0, 0
+        self.returned_jax = False
+
+    def run(self, first: int, stop: int):
+        for batch in range(first, stop):
+            start = time.perf_counter()
+            tokens, nfe = split_output(self.sampler(jax.random.fold_in(self.key_sampler, batch), self.batch_size))
+            _check_tokens(self.owner, tokens, self.batch_size, self.length)
+            if batch == 0:
+                self.returned_jax = isinstance(tokens, jax.Array)
+            tokens = jnp.asarray(np.asarray(tokens) if not isinstance(tokens, jax.Array) else tokens)
+            self.has_nfe = nfe is not None if self.has_nfe is None else self.has_nfe
+            weights = _batch_weights(jnp.int32(batch), self.batch_size, self.full_batches, self.remainder)
+            c, f, o, i, e = jax.device_get(self.jitted(tokens, weights, jax.random.fold_in(self.key_count, batch)))
+            for total, part in zip(self.totals, c):
+                total += np.asarray(part, np.int64)
+            for parts, part in zip(self.float_parts, f):
+                if parts is not None:
+                    parts.append(np.asarray(part, np.float64)[None])
+            if self.has_nfe:
+                per_sample = np.broadcast_to(np.asarray(nfe, np.float64), (self.batch_size,))
+                self.nfe_parts.append(np.asarray([np.sum(per_sample * np.asarray(weights))]))
+            self.out_of_range += int(o)
+            if self.example is None and int(i) > 0:
+                self.example = tuple(int(t) for t in e)
+            self.impossible += int(i)
+            seconds = time.perf_counter() - start
+            if batch == 0 and self.num_batches > 1:
+                self.compile_seconds = seconds  # the first batch compiles the counter (and a jitted sampler)
+            else:
+                self.elapsed += seconds
+            self.done = batch + 1
+            if self.progress is not None:
+                self.progress(min(self.done * self.batch_size, self.num_samples), self.num_samples, self.elapsed)
+
+    def result(self) -> Streamed:
+        floats_total = [None if parts is None else np.sum(np.concatenate(parts or [np.zeros((0, size))]), axis=0)
+                        for parts, size in zip(self.float_parts, self.float_sizes)]
+        nfe_total = float(np.sum(np.concatenate(self.nfe_parts))) if self.has_nfe else None
+        timed = self.num_samples - (self.batch_size if self.num_batches > 1 else 0)
+        return Streamed(self.totals, floats_total, nfe_total, self.out_of_range, self.impossible, self.example,
+                        max(self.elapsed, 1e-12), self.compile_seconds, False, 1, self.batch_size, timed)
 
 
 def choose_batch_size(num_samples: int, bytes_per_sample: float, num_devices: int = 1) -> int:
