@@ -56,7 +56,9 @@ from arprob._validation import (
     check_key,
     check_memory,
     check_probs,
+    check_real,
     check_sample_shape,
+    check_table_size,
     is_concrete,
 )
 from arprob.errors import ArprobTypeError, InvalidArgumentError, ShapeError
@@ -356,6 +358,81 @@ class ARHMM(Distribution):
         event_shape = (length if length is not None else 1, dimension)
         super().__init__(batch_shape=(), event_shape=event_shape, validate_args=validate_args)
 
+    @classmethod
+    def random(cls, key, num_states: int, dimension: int, num_lags: int = 1, *, length: int | None = None,
+               concentration: float = 1.0, stability: float = 0.5, noise_scale: float = 0.5) -> ARHMM:
+        r"""A random ARHMM whose every regime is a stable vector autoregression.
+
+        Drawn from ``key`` (split into one subkey per parameter block):
+
+        * ``initial_probs`` and each row of ``transition_probs``: symmetric
+          Dirichlet(``concentration``), as in :meth:`~arprob.HMM.random`;
+        * ``weights``: for each state :math:`k`, standard normal matrices :math:`G_{k,l}` rescaled so
+          that :math:`\sum_{l=1}^{p} \|A_{k,l}\|_2 = \text{stability}`
+          (:math:`\|\cdot\|_2` the spectral norm).  With ``stability < 1`` every regime is a stable
+          VAR, and so is any switching between them: :math:`\|x_t\| \le \text{stability}\cdot
+          \max_{l \le p}\|x_{t-l}\| + \|b_{z_t} + \varepsilon_t\|`, a contraction of the last :math:`p`
+          values whatever the state path;
+        * ``biases``: standard normal, shape ``(K, D)``;
+        * ``covariances``: :math:`Q_k = s^2 (I + H_k H_k^\top / D) / 2` with :math:`H_k` standard normal
+          ``(D, D)`` and :math:`s` = ``noise_scale``, so every eigenvalue of :math:`Q_k` is at least
+          :math:`s^2/2` (symmetric positive definite; :math:`\mathbb E\, Q_k = s^2 I`).
+
+        Parameters
+        ----------
+        key
+            A PRNG key (``jax.random.key(seed)``).
+        num_states, dimension, num_lags
+            :math:`K \ge 1`, :math:`D \ge 1`, :math:`p \ge 0` (``0`` is a Gaussian HMM).
+        length
+            Optional ``T``, as in the constructor (the length of :meth:`sample` draws).
+        concentration
+            Dirichlet concentration, ``> 0``: small values give sparse, nearly deterministic rows.
+        stability
+            Sum of the spectral norms of each state's lag matrices, in ``[0, 1)``.
+        noise_scale
+            :math:`s > 0`, the typical standard deviation of the innovations.
+
+        Examples
+        --------
+        >>> model = ARHMM.random(jax.random.key(0), num_states=2, dimension=3, num_lags=2, length=100)
+        >>> y = model.sample(jax.random.key(1))
+        >>> y.shape
+        (100, 3)
+        >>> log_p = model.log_prob(y)                  # log p(y[2:] | y[:2])
+        """
+        owner = "ARHMM.random"
+        key = check_key(owner, key)
+        num_states = check_int(owner, "num_states", num_states, minimum=1)
+        dimension = check_int(owner, "dimension", dimension, minimum=1)
+        num_lags = check_int(owner, "num_lags", num_lags, minimum=0)
+        concentration = check_real(owner, "concentration", concentration, low=0.0, low_open=True,
+                                   fix="the Dirichlet concentration is a positive number")
+        stability = check_real(owner, "stability", stability, low=0.0, high=1.0, high_open=True,
+                               fix="the sum of the spectral norms of a state's lag matrices must be below 1 "
+                                   "for a stable autoregression")
+        noise_scale = check_real(owner, "noise_scale", noise_scale, low=0.0, low_open=True,
+                                 fix="noise_scale is a standard deviation")
+        check_table_size(owner, "the AR weights (num_states x num_lags x dimension x dimension)",
+                         (num_states, max(num_lags, 1), dimension, dimension),
+                         fix="pass fewer states, lags or dimensions")
+        key_initial, key_transition, key_weights, key_biases, key_covariances = jax.random.split(key, 5)
+        dtype = jnp.result_type(float)
+
+        def dirichlet(key, shape):
+            return jax.nn.softmax(jax.random.loggamma(key, concentration, shape, dtype), axis=-1)
+
+        raw = jax.random.normal(key_weights, (num_states, num_lags, dimension, dimension), dtype)
+        norms = jnp.linalg.norm(raw, ord=2, axis=(-2, -1)).sum(axis=1) if num_lags else jnp.ones(num_states, dtype)
+        weights = raw * (stability / norms)[:, None, None, None]
+        factors = jax.random.normal(key_covariances, (num_states, dimension, dimension), dtype)
+        covariances = 0.5 * noise_scale**2 * (jnp.eye(dimension, dtype=dtype)
+                                              + factors @ jnp.swapaxes(factors, -1, -2) / dimension)
+        covariances = 0.5 * (covariances + jnp.swapaxes(covariances, -1, -2))  # exactly symmetric
+        return cls(dirichlet(key_initial, (num_states,)), dirichlet(key_transition, (num_states, num_states)),
+                   weights, jax.random.normal(key_biases, (num_states, dimension), dtype), covariances, num_lags,
+                   length=length)
+
     support = constraints.independent(constraints.real, 2)
 
     def __repr__(self):
@@ -633,9 +710,14 @@ class ARHMM(Distribution):
 
 
 def _check_covariances(covariances):
-    """Symmetric positive definite, by a Cholesky factorisation (concrete values only)."""
+    """Symmetric positive definite, by a Cholesky factorisation (concrete values only).
+
+    Symmetric to 1e-8 relative in float64, 1e-5 in float32 (a covariance that ``fit_em`` computes
+    with x64 off is symmetric only up to float32's rounding, a few 1e-8 relative).
+    """
     if not is_concrete(covariances):
         return
+    single = np.dtype(getattr(covariances, "dtype", np.float64)) != np.dtype(np.float64)
     array = np.asarray(covariances, dtype=np.float64)
     if not np.all(np.isfinite(array)):
         raise InvalidArgumentError(f"{_OWNER}: covariances contain non-finite values; expected symmetric positive "
@@ -643,7 +725,7 @@ def _check_covariances(covariances):
     asymmetry = np.max(np.abs(array - np.swapaxes(array, -1, -2)), axis=(-2, -1))
     scale = np.max(np.abs(array), axis=(-2, -1))
     for k in range(array.shape[0]):
-        if asymmetry[k] > 1e-8 * max(scale[k], 1e-300):
+        if asymmetry[k] > (1e-5 if single else 1e-8) * max(scale[k], 1e-300):
             raise InvalidArgumentError(f"{_OWNER}: covariances[{k}] is not symmetric (max |Q - Q^T| = "
                                        f"{asymmetry[k]:.3g}); pass (Q + Q^T) / 2")
         try:

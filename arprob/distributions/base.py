@@ -10,7 +10,9 @@ sequences of ``length`` tokens in ``[0, vocab_size)`` (``event_shape ==
 * ``conditional_logits(x, observed)`` -- :math:`\log p(x_i = v \mid x_{S\setminus\{i\}})`
   for every position :math:`i` and token :math:`v`, shape ``(..., L, V)``;
 * ``law()`` -- the float64 probabilities of all :math:`V^L` sequences in
-  lexicographic order (``x[0]`` varies slowest).
+  lexicographic order (``x[0]`` varies slowest);
+* ``enumerate_support(expand)`` and ``entropy()`` -- numpyro's enumeration protocol
+  (``has_enumerate_support = True``), within the same enumeration budget as ``law()``.
 
 Conditioning on an event of probability zero has no defined answer; arprob
 returns the uniform law there, so that no NaN reaches a sampler, and
@@ -27,6 +29,7 @@ from numpyro.distributions import Distribution, constraints
 
 from arprob._enumerate import all_sequences
 from arprob._validation import (
+    check_enumeration,
     check_int,
     check_key,
     check_mask,
@@ -44,10 +47,18 @@ DEFAULT_MAX_ENTRIES = 2**26
 MAX_LENGTH = 2**31 - 1
 
 
+def law_entropy(law) -> np.ndarray:
+    """``-sum p log p`` over the last axis of float64 probabilities, with ``0 log 0 = 0``."""
+    law = np.asarray(law, dtype=np.float64)
+    terms = np.where(law > 0, law * np.log(np.where(law > 0, law, 1.0)), 0.0)
+    return -terms.sum(axis=-1)
+
+
 class SequenceDistribution(Distribution):
     """Base class: a distribution over sequences with an exact any-subset oracle."""
 
     pytree_aux_fields = ("vocab_size", "length")
+    has_enumerate_support = True
 
     def __init__(self, vocab_size: int, length: int, batch_shape=(), *, validate_args=None):
         self.vocab_size = int(vocab_size)
@@ -118,13 +129,47 @@ class SequenceDistribution(Distribution):
         if not is_concrete(self):
             raise ArprobTypeError(f"{type(self).__name__}.law() needs concrete parameters, not tracers")
         batch = int(np.prod(self.batch_shape)) if self.batch_shape else 1
-        from arprob._validation import check_enumeration
-
         check_enumeration(type(self).__name__ + ".law", self.vocab_size, self.length,
                           factor=batch, max_entries=max_entries)
         sequences = all_sequences(self.vocab_size, self.length, max_entries=max_entries * 8)
         law = self._law_from_sequences(sequences)
         return law
+
+    def enumerate_support(self, expand: bool = True, *, max_entries: int = DEFAULT_MAX_ENTRIES):
+        """All ``V**L`` sequences, lexicographic order (the order of :meth:`law`), as numpyro enumerates.
+
+        Shape ``(V**L,) + batch_shape + (L,)`` with ``expand=True``, else ``(V**L,) + (1,) * len(batch_shape)
+        + (L,)`` (numpyro's convention: the enumerated values on a new leftmost axis, the event last).
+        Int32.  Refused with :class:`~arprob.errors.EnumerationTooLargeError` when the array would hold
+        more than ``max_entries`` tokens.  The values depend only on ``vocab_size``, ``length`` and
+        ``batch_shape``, so this works inside ``jit`` too.
+
+        numpyro's own enumerating inference reads only the *size* of this array and treats each element
+        of a site as an index below it (parallel enumeration in ``numpyro.contrib.funsor`` hands the site
+        ``arange(V**L)``; ``DiscreteHMCGibbs`` proposes every value below ``V**L`` for each token), which
+        fits index-valued sites such as ``Categorical``, not a sequence.  Enumerate a latent sequence
+        through its index instead: ``index = numpyro.sample("i", Categorical(logits=model.log_prob(support)))``,
+        then ``support[index]`` (tests/test_numpyro_enumeration.py), or sum it out by hand with
+        ``logsumexp`` and ``numpyro.factor``.
+        """
+        owner = type(self).__name__ + ".enumerate_support"
+        batch = int(np.prod(self.batch_shape)) if self.batch_shape and expand else 1
+        check_enumeration(owner, self.vocab_size, self.length, factor=batch * self.length,
+                          max_entries=max_entries, what="the support")
+        sequences = all_sequences(self.vocab_size, self.length, max_entries=max_entries, owner=owner)
+        values = jnp.asarray(sequences).reshape((-1,) + (1,) * len(self.batch_shape) + (self.length,))
+        if expand:
+            values = jnp.broadcast_to(values, values.shape[:1] + self.batch_shape + (self.length,))
+        return values
+
+    def entropy(self, *, max_entries: int = DEFAULT_MAX_ENTRIES):
+        r"""Exact entropy :math:`H(p) = -\sum_x p(x) \log p(x)` in nats, shape ``batch_shape``.
+
+        Generic version: summed over :meth:`law` in float64 (:math:`0 \log 0 = 0`), so it needs concrete
+        parameters and is refused like :meth:`law` when ``V**L`` is over ``max_entries``.  Chain models and
+        :class:`~arprob.TabularJoint` override it with formulas that need no enumeration.
+        """
+        return jnp.asarray(law_entropy(self.law(max_entries=max_entries)))
 
     def prefix_conditional_logits(self, x):
         r"""Next-token log-probabilities :math:`\log p(x_t = v \mid x_{<t})`, shape ``(..., L, V)``.

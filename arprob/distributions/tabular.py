@@ -231,6 +231,15 @@ class TabularJoint(SequenceDistribution):
 
         return jnp.vectorize(single, signature="(n),(l),(l)->(l,v)")(self._flat_logits(), x, observed)
 
+    def entropy(self):
+        r"""Exact entropy :math:`-\sum_x p(x) \log p(x)` in nats over the table, shape ``batch_shape``.
+
+        Traceable (``jit``/``vmap``); :math:`0 \log 0 = 0`.
+        """
+        log_probs = jax.nn.log_softmax(self._flat_logits(), axis=-1)
+        probs = jnp.exp(log_probs)
+        return -jnp.sum(jnp.where(probs > 0, probs * log_probs, 0.0), axis=-1)
+
     def _law_from_sequences(self, sequences):
         logits = np.asarray(self.logits, dtype=np.float64)
         flat = logits.reshape(self.batch_shape + (-1,))
