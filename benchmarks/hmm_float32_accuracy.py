@@ -13,12 +13,16 @@ and compare with the float64 value of arprob's sequential kernel (checked agains
 be better than that on average (half a unit in the last place of |log p|, 0.0039 nats for |log p| between
 65536 and 131072, 0.0078 between 131072 and 262144).
 
-Run: ``python benchmarks/hmm_float32_accuracy.py [--seeds 3] [--num-timesteps 100000]``.
+Run: ``python benchmarks/hmm_float32_accuracy.py [--seeds 3] [--num-timesteps 100000] [--json PATH]``.
+``benchmarks/results/hmm_float32_accuracy.json`` holds the last recorded run (``--json``); the README and
+``docs/concepts/hmm-inference.md`` quote their float32 numbers from it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import platform
 import time
 
 import jax
@@ -85,6 +89,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--num-timesteps", type=int, default=100_000)
+    parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     options = parser.parse_args()
     methods = {
         "arprob sequential": lambda *a: hmm_log_likelihood(*a),
@@ -96,6 +101,7 @@ def main() -> None:
     header = f"{'seed':>4} {'log p (float64)':>18} {'float32 floor':>14} " + " ".join(f"{m:>26}" for m in methods)
     print(header)
     worst = dict.fromkeys(methods, 0.0)
+    rows = []
     for seed in range(options.seeds):
         problem = random_problem(seed, options.num_timesteps)
         reference, _ = timed(hmm_log_likelihood, *problem)
@@ -105,13 +111,22 @@ def main() -> None:
         problem32 = [np.asarray(a, np.float32) for a in problem]
         floor = abs(float(np.float32(reference)) - reference)
         cells = []
+        row = dict(seed=seed, log_prob_float64=reference, float32_floor=floor, errors={}, seconds={})
         for name, method in methods.items():
             value, seconds = timed(method, *(jnp.asarray(a) for a in problem32))
             error = abs(value - reference)
             worst[name] = max(worst[name], error)
+            row["errors"][name], row["seconds"][name] = error, seconds
             cells.append(f"{error:>16.5f} ({seconds:6.3f}s)")
+        rows.append(row)
         print(f"{seed:>4} {reference:>18.4f} {floor:>14.5f} " + " ".join(f"{c:>26}" for c in cells))
     print("worst: " + ", ".join(f"{name} {value:.5f}" for name, value in worst.items()))
+    if options.json:
+        header = dict(num_states=NUM_STATES, num_timesteps=options.num_timesteps, seeds=options.seeds,
+                      jax=jax.__version__, backend=jax.default_backend(), machine=platform.machine())
+        with open(options.json, "w") as handle:
+            json.dump(dict(header=header, rows=rows, worst=worst), handle, indent=2)
+        print(f"wrote {options.json}")
 
 
 if __name__ == "__main__":

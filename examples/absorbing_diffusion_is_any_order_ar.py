@@ -25,6 +25,7 @@
 
 # %%
 import os
+import sys
 from pathlib import Path
 
 import jax
@@ -33,7 +34,10 @@ jax.config.update("jax_enable_x64", True)
 
 import matplotlib
 
-matplotlib.use("Agg")
+# headless when run as a script (tests, CI) unless MPLBACKEND says otherwise; in a notebook the
+# figures show inline (plt.show() below) and are saved as well
+if "ipykernel" not in sys.modules and "MPLBACKEND" not in os.environ:
+    matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -43,7 +47,8 @@ from arprob.conditionals import perturbed
 from arprob.samplers import ancestral_law, first_hitting_law, masked_euler_law, parallel_unmask_law
 from arprob.verify import tv
 
-FIGURES = Path(os.environ.get("ARPROB_FIGURES", Path(__file__).resolve().parent / "figures"))
+HERE = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd()  # a notebook has no __file__
+FIGURES = Path(os.environ.get("ARPROB_FIGURES", HERE / "figures"))
 FIGURES.mkdir(parents=True, exist_ok=True)
 
 probs = np.random.default_rng(0).dirichlet(np.full(3**4, 0.5)).reshape(3, 3, 3, 3)
@@ -120,6 +125,7 @@ in_time.legend(fontsize=8)
 in_level.legend(fontsize=8)
 figure.tight_layout()
 figure.savefig(FIGURES / "diffusion_elbo_integrands.png", dpi=120)
+plt.show()
 print("areas: trapezoid rule on 2001 points; log_linear(0.3) stops at lambda = 0.7")
 
 # %% [markdown]
@@ -174,4 +180,5 @@ axis.set(xlabel="number of steps N", ylabel="TV to the first-hitting law", title
 axis.legend(fontsize=7)
 figure.tight_layout()
 figure.savefig(FIGURES / "masked_euler_convergence.png", dpi=120)
+plt.show()
 print("figures written to", FIGURES)

@@ -21,6 +21,7 @@
 
 # %%
 import os
+import sys
 from pathlib import Path
 
 import jax
@@ -29,7 +30,10 @@ jax.config.update("jax_enable_x64", True)
 
 import matplotlib
 
-matplotlib.use("Agg")
+# headless when run as a script (tests, CI) unless MPLBACKEND says otherwise; in a notebook the
+# figures show inline (plt.show() below) and are saved as well
+if "ipykernel" not in sys.modules and "MPLBACKEND" not in os.environ:
+    matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -38,7 +42,8 @@ from arprob.samplers.mutants import catalogue
 from arprob.samplers.speculative import speculative, speculative_law
 from arprob.verify import Sampler, check, plan, tv
 
-FIGURES = Path(os.environ.get("ARPROB_FIGURES", Path(__file__).resolve().parent / "figures"))
+HERE = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd()  # a notebook has no __file__
+FIGURES = Path(os.environ.get("ARPROB_FIGURES", HERE / "figures"))
 FIGURES.mkdir(parents=True, exist_ok=True)
 
 NAME = "speculative: acceptance uniform reused"
@@ -75,6 +80,7 @@ ax.set_title(NAME)
 ax.legend(fontsize=8)
 fig.tight_layout()
 fig.savefig(FIGURES / "mutant_reused_uniform_law.png", dpi=120)
+plt.show()
 
 # %% [markdown]
 # ## How many samples, and the verdict

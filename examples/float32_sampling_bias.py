@@ -20,6 +20,7 @@
 # %%
 import math
 import os
+import sys
 from pathlib import Path
 
 import jax
@@ -29,13 +30,17 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp
 import matplotlib
 
-matplotlib.use("Agg")
+# headless when run as a script (tests, CI) unless MPLBACKEND says otherwise; in a notebook the
+# figures show inline (plt.show() below) and are saved as well
+if "ipykernel" not in sys.modules and "MPLBACKEND" not in os.environ:
+    matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
 from arprob import precision
 
-FIGURES = Path(os.environ.get("ARPROB_FIGURES", Path(__file__).resolve().parent / "figures"))
+HERE = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd()  # a notebook has no __file__
+FIGURES = Path(os.environ.get("ARPROB_FIGURES", HERE / "figures"))
 FIGURES.mkdir(parents=True, exist_ok=True)
 
 # %% [markdown]
@@ -134,4 +139,5 @@ axes[1, 1].set(xlabel="token rank", ylabel="probability", ylim=(1e-9, 1), title=
 axes[1, 1].legend(fontsize=8)
 figure.tight_layout()
 figure.savefig(FIGURES / "float32_sampling_bias.png", dpi=110)
+plt.show()
 print("saved", FIGURES / "float32_sampling_bias.png")

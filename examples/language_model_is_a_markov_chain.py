@@ -37,6 +37,7 @@
 # %%
 import math
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -47,7 +48,10 @@ jax.config.update("jax_enable_x64", True)
 import matplotlib
 import matplotlib.ticker
 
-matplotlib.use("Agg")
+# headless when run as a script (tests, CI) unless MPLBACKEND says otherwise; in a notebook the
+# figures show inline (plt.show() below) and are saved as well
+if "ipykernel" not in sys.modules and "MPLBACKEND" not in os.environ:
+    matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import networkx as nx
 import numpy as np
@@ -56,7 +60,8 @@ from arprob.markov import MarkovView
 from arprob.markov.char_models import cross_entropy, fit_char_ngram, train_char_network
 from arprob.markov.text import ALPHABET, encode, reduce_alphabet, stdlib_text
 
-FIGURES = Path(os.environ.get("ARPROB_FIGURES", Path(__file__).resolve().parent / "figures"))
+HERE = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd()  # a notebook has no __file__
+FIGURES = Path(os.environ.get("ARPROB_FIGURES", HERE / "figures"))
 FIGURES.mkdir(parents=True, exist_ok=True)
 
 FULL = os.environ.get("ARPROB_EXAMPLES_FULL", "") == "1"
@@ -177,6 +182,7 @@ ax_curve.title.set_fontsize(9)
 ax_curve.legend(fontsize=8)
 figure.tight_layout()
 figure.savefig(FIGURES / "markov_parity_toy.png", dpi=110)
+plt.show()
 plt.close(figure)
 
 # %% [markdown]
@@ -258,6 +264,7 @@ for axis in axes:
 figure.suptitle(f"{vocab_size} symbols, K = {CONTEXT_SIZE}: {vocab_size**CONTEXT_SIZE:,} windows", fontsize=10)
 figure.tight_layout()
 figure.savefig(FIGURES / "markov_temperature_sweep.png", dpi=110)
+plt.show()
 plt.close(figure)
 
 # %% [markdown]
@@ -353,6 +360,7 @@ for axis, (name, (counts, reports, modulus, best)) in zip(axes, zekri.items()):
     axis.legend(fontsize=7)
 figure.tight_layout()
 figure.savefig(FIGURES / "markov_zekri_bound.png", dpi=110)
+plt.show()
 plt.close(figure)
 print(f"\nexample ran in {time.perf_counter() - started:.1f} s; figures in {FIGURES}")
 

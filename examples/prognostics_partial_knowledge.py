@@ -24,6 +24,7 @@
 
 # %%
 import os
+import sys
 from pathlib import Path
 
 import jax
@@ -32,14 +33,18 @@ jax.config.update("jax_enable_x64", True)
 
 import matplotlib
 
-matplotlib.use("Agg")
+# headless when run as a script (tests, CI) unless MPLBACKEND says otherwise; in a notebook the
+# figures show inline (plt.show() below) and are saved as well
+if "ipykernel" not in sys.modules and "MPLBACKEND" not in os.environ:
+    matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
 from arprob import ARHMM, fit_em
 from arprob.prognostics import degradation_level, rul_distribution
 
-FIGURES = Path(os.environ.get("ARPROB_FIGURES", Path(__file__).resolve().parent / "figures"))
+HERE = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd()  # a notebook has no __file__
+FIGURES = Path(os.environ.get("ARPROB_FIGURES", HERE / "figures"))
 FIGURES.mkdir(parents=True, exist_ok=True)
 
 K, D, FAILED = 4, 2, 3
@@ -229,4 +234,5 @@ axes[1].set_ylabel("health state")
 axes[1].legend()
 figure.tight_layout()
 figure.savefig(FIGURES / "prognostics_partial_knowledge.png", dpi=90)
+plt.show()
 plt.close(figure)

@@ -19,6 +19,7 @@
 
 # %%
 import os
+import sys
 from pathlib import Path
 
 import jax
@@ -28,13 +29,17 @@ jax.config.update("jax_enable_x64", True)
 import matplotlib
 import matplotlib.cbook
 
-matplotlib.use("Agg")
+# headless when run as a script (tests, CI) unless MPLBACKEND says otherwise; in a notebook the
+# figures show inline (plt.show() below) and are saved as well
+if "ipykernel" not in sys.modules and "MPLBACKEND" not in os.environ:
+    matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
 from arprob import ARHMM, fit_em
 
-FIGURES = Path(os.environ.get("ARPROB_FIGURES", Path(__file__).resolve().parent / "figures"))
+HERE = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd()  # a notebook has no __file__
+FIGURES = Path(os.environ.get("ARPROB_FIGURES", HERE / "figures"))
 FIGURES.mkdir(parents=True, exist_ok=True)
 
 prices = matplotlib.cbook.get_sample_data("goog.npz")["price_data"]
@@ -93,6 +98,7 @@ axes[1].set_ylabel("volatile regime")
 axes[1].legend(loc="upper left")
 figure.tight_layout()
 figure.savefig(FIGURES / "regime_switching_arhmm.png", dpi=90)
+plt.show()
 plt.close(figure)
 
 # %% [markdown]
@@ -117,4 +123,5 @@ axis.set_xlabel("trading days after 2008-10-14")
 axis.set_ylabel("return forecast (%)")
 figure.tight_layout()
 figure.savefig(FIGURES / "regime_switching_forecast.png", dpi=90)
+plt.show()
 plt.close(figure)

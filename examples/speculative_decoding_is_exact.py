@@ -26,6 +26,7 @@
 
 # %%
 import os
+import sys
 from pathlib import Path
 
 import jax
@@ -34,7 +35,10 @@ jax.config.update("jax_enable_x64", True)
 
 import matplotlib
 
-matplotlib.use("Agg")
+# headless when run as a script (tests, CI) unless MPLBACKEND says otherwise; in a notebook the
+# figures show inline (plt.show() below) and are saved as well
+if "ipykernel" not in sys.modules and "MPLBACKEND" not in os.environ:
+    matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -42,7 +46,8 @@ from arprob import MarkovChain
 from arprob.samplers.speculative import speculative, speculative_cost, speculative_law
 from arprob.verify import tv
 
-FIGURES = Path(os.environ.get("ARPROB_FIGURES", Path(__file__).resolve().parent / "figures"))
+HERE = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd()  # a notebook has no __file__
+FIGURES = Path(os.environ.get("ARPROB_FIGURES", HERE / "figures"))
 FIGURES.mkdir(parents=True, exist_ok=True)
 
 VOCAB, LENGTH = 3, 4  # 81 sequences
@@ -115,6 +120,7 @@ ax.set_title(f"speculative decoding, gamma = {GAMMA}: the output law is the targ
 ax.legend(fontsize=8)
 fig.tight_layout()
 fig.savefig(FIGURES / "speculative_law_vs_target.png", dpi=120)
+plt.show()
 
 # %% [markdown]
 # ## 2. Acceptance against draft quality
@@ -170,6 +176,7 @@ ax.set_ylabel("acceptance rate")
 ax.legend(fontsize=8)
 fig.tight_layout()
 fig.savefig(FIGURES / "speculative_acceptance_vs_tv.png", dpi=120)
+plt.show()
 
 # %% [markdown]
 # **Reading the numbers.**  The exact law of the algorithm matches the target

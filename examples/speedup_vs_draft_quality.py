@@ -27,6 +27,7 @@
 
 # %%
 import os
+import sys
 from pathlib import Path
 
 import jax
@@ -35,7 +36,10 @@ jax.config.update("jax_enable_x64", True)
 
 import matplotlib
 
-matplotlib.use("Agg")
+# headless when run as a script (tests, CI) unless MPLBACKEND says otherwise; in a notebook the
+# figures show inline (plt.show() below) and are saved as well
+if "ipykernel" not in sys.modules and "MPLBACKEND" not in os.environ:
+    matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -44,7 +48,8 @@ from arprob.samplers.spectr import spectr, spectr_cost
 from arprob.samplers.speculative import expected_tokens_per_call, speculative_cost
 from arprob.verify import tv
 
-FIGURES = Path(os.environ.get("ARPROB_FIGURES", Path(__file__).resolve().parent / "figures"))
+HERE = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd()  # a notebook has no __file__
+FIGURES = Path(os.environ.get("ARPROB_FIGURES", HERE / "figures"))
 FIGURES.mkdir(parents=True, exist_ok=True)
 
 VOCAB, LENGTH = 3, 5
@@ -181,6 +186,7 @@ ax_chain.set_title(f"Markov chain target, draft w = {W}", fontsize=9)
 ax_chain.legend(fontsize=8)
 fig.tight_layout()
 fig.savefig(FIGURES / "speculative_speedup_vs_draft_quality.png", dpi=120)
+plt.show()
 
 # %% [markdown]
 # ## 3. A cost model for the speedup

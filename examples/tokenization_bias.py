@@ -38,6 +38,7 @@
 # %%
 import itertools
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -47,7 +48,10 @@ jax.config.update("jax_enable_x64", True)
 
 import matplotlib
 
-matplotlib.use("Agg")
+# headless when run as a script (tests, CI) unless MPLBACKEND says otherwise; in a notebook the
+# figures show inline (plt.show() below) and are saved as well
+if "ipykernel" not in sys.modules and "MPLBACKEND" not in os.environ:
+    matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 from scipy import stats
@@ -65,7 +69,8 @@ from arprob.tokenization import (
     train_token_network,
 )
 
-FIGURES = Path(os.environ.get("ARPROB_FIGURES", Path(__file__).resolve().parent / "figures"))
+HERE = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd()  # a notebook has no __file__
+FIGURES = Path(os.environ.get("ARPROB_FIGURES", HERE / "figures"))
 FIGURES.mkdir(parents=True, exist_ok=True)
 
 FULL = os.environ.get("ARPROB_EXAMPLES_FULL", "") == "1"
@@ -274,6 +279,7 @@ figure.colorbar(image, ax=axes, shrink=0.6, label="expected TV to the true next-
 figure.suptitle(f"Tokenization bias of three readings of the exact token model, N = {NUM_CHARS} characters",
                 fontsize=11)
 figure.savefig(FIGURES / "tokenization_bias.png", dpi=110, bbox_inches="tight")
+plt.show()
 plt.close(figure)
 
 # %% [markdown]

@@ -32,6 +32,7 @@
 
 # %%
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -42,7 +43,10 @@ jax.config.update("jax_enable_x64", True)
 import matplotlib
 import matplotlib.ticker
 
-matplotlib.use("Agg")
+# headless when run as a script (tests, CI) unless MPLBACKEND says otherwise; in a notebook the
+# figures show inline (plt.show() below) and are saved as well
+if "ipykernel" not in sys.modules and "MPLBACKEND" not in os.environ:
+    matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -51,7 +55,8 @@ from arprob.markov import MarkovView, contains_pattern
 from arprob.markov.char_models import fit_char_ngram, train_char_network
 from arprob.markov.text import ALPHABET, decode, encode, reduce_alphabet, stdlib_text
 
-FIGURES = Path(os.environ.get("ARPROB_FIGURES", Path(__file__).resolve().parent / "figures"))
+HERE = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd()  # a notebook has no __file__
+FIGURES = Path(os.environ.get("ARPROB_FIGURES", HERE / "figures"))
 FIGURES.mkdir(parents=True, exist_ok=True)
 
 FULL = os.environ.get("ARPROB_EXAMPLES_FULL", "") == "1"
@@ -183,6 +188,7 @@ axes[2].axis("off")
 figure.suptitle(f"T = {vocab_size}, K = {CONTEXT_SIZE}: {vocab_size**CONTEXT_SIZE:,} windows", fontsize=10)
 figure.tight_layout()
 figure.savefig(FIGURES / "truncation_makes_loops.png", dpi=110)
+plt.show()
 plt.close(figure)
 
 # %% [markdown]
@@ -261,6 +267,7 @@ axes[0].legend(fontsize=7, ncol=2)
 figure.suptitle(f"after the prompt {PROMPT!r}; exact (window x automaton chain)", fontsize=10)
 figure.tight_layout()
 figure.savefig(FIGURES / "truncation_constraint_probability.png", dpi=110)
+plt.show()
 plt.close(figure)
 print(f"\nexample ran in {time.perf_counter() - started:.1f} s; figures in {FIGURES}")
 

@@ -27,6 +27,7 @@
 # %%
 import math
 import os
+import sys
 from pathlib import Path
 
 import jax
@@ -35,7 +36,10 @@ jax.config.update("jax_enable_x64", True)
 
 import matplotlib
 
-matplotlib.use("Agg")
+# headless when run as a script (tests, CI) unless MPLBACKEND says otherwise; in a notebook the
+# figures show inline (plt.show() below) and are saved as well
+if "ipykernel" not in sys.modules and "MPLBACKEND" not in os.environ:
+    matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -46,7 +50,8 @@ from arprob.samplers import masked_euler, masked_euler_law, parallel_unmask_law
 from arprob.samplers.budget import budget_curve
 from arprob.verify import tv
 
-FIGURES = Path(os.environ.get("ARPROB_FIGURES", Path(__file__).resolve().parent / "figures"))
+HERE = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd()  # a notebook has no __file__
+FIGURES = Path(os.environ.get("ARPROB_FIGURES", HERE / "figures"))
 FIGURES.mkdir(parents=True, exist_ok=True)
 
 VOCAB, LENGTH = 3, 5  # 243 sequences
@@ -105,6 +110,7 @@ ax_beta.set_ylabel("exact TV to the model")
 ax_beta.legend(fontsize=8)
 fig.tight_layout()
 fig.savefig(FIGURES / "parallel_unmasking_tv_vs_k.png", dpi=120)
+plt.show()
 
 # %% [markdown]
 # The cost is set by the dependence that a block cuts: zero for independent
@@ -168,6 +174,7 @@ ax_tv.set_ylabel("exact TV to the model")
 ax_tv.legend(fontsize=8)
 fig.tight_layout()
 fig.savefig(FIGURES / "ardm_budget_curve.png", dpi=120)
+plt.show()
 
 # %% [markdown]
 # ## 4. Euler steps and caching
@@ -209,6 +216,7 @@ ax_nfe.set_ylabel("network calls per sample")
 ax_nfe.legend(fontsize=8)
 fig.tight_layout()
 fig.savefig(FIGURES / "masked_euler_steps_and_cache.png", dpi=120)
+plt.show()
 
 # %% [markdown]
 # **Reading the numbers.**  With exact conditionals the only error of

@@ -14,7 +14,8 @@ from arprob.cli import main
 from arprob.suite import Case
 from arprob.verify import from_law
 
-EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.py"))
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 
 
 def _cases(wrong: bool):
@@ -57,6 +58,29 @@ def test_builtin_suite_claims_match_exact_laws():
             assert distance > 1e-3, case
 
 
-@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
-def test_example_runs_as_a_script(path):
-    runpy.run_path(str(path), run_name="__main__")
+def test_the_docs_build_runs_every_example():
+    """CI runs the examples once, in the docs build (``mkdocs build --strict`` in .ci/run): mkdocs-jupyter
+    executes every examples/*.py that docs/hooks/examples.py publishes, without a cache and with
+    ``allow_errors: false``, so an example that raises fails the build.  This guards that configuration."""
+    yaml = pytest.importorskip("yaml")  # with the docs extra
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    # !ENV [NAME, default]: the default, as a build without the variable sees it
+    Loader.add_constructor("!ENV", lambda loader, node: loader.construct_sequence(node)[-1])
+    config = yaml.load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"), Loader=Loader)
+    plugins = dict(next(iter(p.items())) if isinstance(p, dict) else (p, {}) for p in config["plugins"])
+    jupyter = plugins["mkdocs-jupyter"]
+    assert jupyter["include"] == ["examples/*.py"] and "docs/hooks/examples.py" in config["hooks"]
+    assert jupyter["execute"] is True and jupyter["allow_errors"] is False and jupyter["cache"] is False
+    assert any(isinstance(entry, dict) and "Examples" in entry for entry in config["nav"])
+    assert EXAMPLES
+
+
+def test_an_example_runs_as_a_script_and_saves_its_figure(tmp_path, monkeypatch):
+    """The script path of the examples (headless backend, figures saved to $ARPROB_FIGURES, ``__file__``
+    defined), on a quick one; the notebook path of every example runs in the docs build."""
+    monkeypatch.setenv("ARPROB_FIGURES", str(tmp_path))
+    runpy.run_path(str(ROOT / "examples" / "catching_a_broken_sampler.py"), run_name="__main__")
+    assert [path.name for path in tmp_path.iterdir()] == ["mutant_reused_uniform_law.png"]

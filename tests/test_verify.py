@@ -299,6 +299,47 @@ def test_check_reports_exact_tv_nfe_and_counts_every_sample():
     assert len(figure.axes) == 2
 
 
+def test_report_plot_labels_cells_by_tokens_names_the_sampler_and_marks_capped_p_values():
+    import dataclasses
+
+    import matplotlib.pyplot as plt
+
+    model = TabularJoint.random(jax.random.key(4), length=4, vocab_size=3)  # 81 cells
+    sampler = from_law(model.law(), 3, 4, name="exact sampler")
+    report = check(sampler, model, num_samples=2000, seed=1)
+    joint = max(report.tests, key=lambda t: t.observed.size)
+    order = np.argsort(-joint.expected, kind="stable")
+
+    # few cells: each is labelled by its tokens, most likely first; the title names sampler and target
+    figure = report.plot(max_cells=20)
+    ax_counts, ax_p = figure.axes
+    labels = [label.get_text() for label in ax_counts.get_xticklabels()]
+    assert labels == ["".join(map(str, np.unravel_index(cell, (3,) * 4))) for cell in order[:20]]
+    assert "exact sampler" in figure._suptitle.get_text() and report.target in figure._suptitle.get_text()
+    assert not any("capped" in text.get_text() for text in ax_p.texts)
+    plt.close(figure)
+
+    # many cells: only the DEVIANT_CELL_LABELS farthest from their expected count are labelled
+    figure = report.plot(max_cells=81)
+    ticks = figure.axes[0].get_xticks()
+    assert 81 > report.MAX_CELL_LABELS and len(ticks) == report.DEVIANT_CELL_LABELS
+    residual = np.abs(joint.observed[order] - joint.expected[order]) / np.sqrt(joint.expected[order])
+    assert residual[ticks.astype(int)].min() >= np.delete(residual, ticks.astype(int)).max()
+    plt.close(figure)
+
+    # a p-value of 0 is drawn at the floor, hatched, and said to be capped
+    tests = [dataclasses.replace(t, p_adjusted=0.0, rejected=True) if t is joint else t for t in report.tests]
+    figure = dataclasses.replace(report, tests=tests, passed=False).plot()
+    ax_p = figure.axes[1]
+    capped_row = [t.name for t in tests].index(joint.name)
+    assert ax_p.patches[capped_row].get_width() == pytest.approx(300)
+    assert ax_p.patches[capped_row].get_hatch() == "//"
+    assert [text.get_text().strip() for text in ax_p.texts] == ["capped"]
+    assert "(p < 1e-300)" in ax_p.get_yticklabels()[capped_row].get_text()
+    assert "FAILED" in figure._suptitle.get_text()
+    plt.close(figure)
+
+
 def test_check_catches_inconsistent_conditionals_and_bounds_tv():
     model = TabularJoint.random(jax.random.key(5), 3, 3)
     family = perturbed(model, jax.random.key(6), 0.5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
@@ -84,6 +85,13 @@ class Report:
     num_devices: int = 1
     batch_size: int = 0
 
+    # Report.plot: p-values below P_FLOOR are drawn at -log10(P_FLOOR) and marked capped; every cell drawn
+    # is labelled by its tokens when at most MAX_CELL_LABELS are drawn, else the DEVIANT_CELL_LABELS
+    # farthest from their expected counts (more labels would overlap)
+    P_FLOOR: ClassVar[float] = 1e-300
+    MAX_CELL_LABELS: ClassVar[int] = 32
+    DEVIANT_CELL_LABELS: ClassVar[int] = 12
+
     @property
     def min_p_value(self) -> float:
         return min((t.p_adjusted for t in self.tests), default=1.0)
@@ -125,34 +133,75 @@ class Report:
 
     def plot(self, max_cells: int = 64):
         """Matplotlib figure: observed vs expected counts of the ``max_cells`` (>= 1) most likely cells of the
-        largest test, and p-values."""
+        largest test, and the tests' p-values.
+
+        The title names the sampler, the target and the verdict.  The cells of a test on sequences (the joint
+        or a projection on some positions) are labelled by their tokens (digits run together when
+        ``vocab_size <= 10``): every drawn cell when at most ``MAX_CELL_LABELS`` (32) are drawn, else the
+        ``DEVIANT_CELL_LABELS`` (12) farthest from their expected counts in standard deviations.  A p-value
+        below ``P_FLOOR`` (1e-300; 0 for the support test and for statistics whose tail underflows) is drawn
+        at ``-log10 P_FLOOR``, hatched and marked "capped".
+        """
         max_cells = check_int("Report.plot", "max_cells", max_cells, minimum=1,
                               fix="pass how many of the most likely cells to draw, e.g. max_cells=64")
         import matplotlib.pyplot as plt
 
         fig, (ax_counts, ax_p) = plt.subplots(1, 2, figsize=(11, 3.8))
         counted = [t for t in self.tests if t.observed is not None]
+
+        def on_sequences(t: TestOutcome) -> bool:  # the joint or a projection: its cells are token sequences
+            return t.projection is None or isinstance(t.projection, tuple)
+
         if counted:
-            test = max(counted, key=lambda t: t.observed.size)
-            order = np.argsort(-test.expected)[:max_cells]
+            test = max(counted, key=lambda t: (on_sequences(t), t.observed.size))  # sequences first
+            order = np.argsort(-test.expected, kind="stable")[:max_cells]
             positions = np.arange(order.size)
             ax_counts.bar(positions, test.observed[order], width=0.8, alpha=0.6, label="observed")
             ax_counts.plot(positions, test.expected[order], "k.", label="expected")
             spread = 3 * np.sqrt(test.expected[order])
             ax_counts.vlines(positions, test.expected[order] - spread, test.expected[order] + spread,
                              colors="k", linewidth=0.8, label="expected ± 3 sd")
-            ax_counts.set_title(f"{test.name}: {order.size} most likely cells")
-            ax_counts.set_xlabel("cell (by expected count)")
+            ax_counts.set_title(f"{test.name}: {order.size} most likely cells", fontsize=10)
             ax_counts.set_ylabel("count")
             ax_counts.legend(fontsize=8)
+            if on_sequences(test):
+                labelled = positions
+                if order.size > self.MAX_CELL_LABELS:
+                    residual = np.abs(test.observed[order] - test.expected[order]) / np.sqrt(
+                        np.maximum(test.expected[order], 1e-300))
+                    labelled = np.sort(np.argsort(-residual, kind="stable")[:self.DEVIANT_CELL_LABELS])
+                width = self.length if test.projection is None else len(test.projection)
+                ax_counts.set_xticks(labelled, [self._cell_label(order[i], width) for i in labelled],
+                                     rotation=90, fontsize=7 if width <= 6 else 6, family="monospace")
+                where = "x" if test.projection is None else "x[" + ",".join(map(str, test.projection)) + "]"
+                which = "" if labelled.size == order.size else f"; labelled: the {labelled.size} farthest from expected"
+                ax_counts.set_xlabel(f"cell = {where} (by expected count{which})", fontsize=8)
+            else:
+                ax_counts.set_xlabel("cell (by expected count)")
         names = [t.name for t in self.tests]
-        values = [max(t.p_adjusted, 1e-300) for t in self.tests]
+        capped = [t.p_adjusted < self.P_FLOOR for t in self.tests]
+        heights = [-np.log10(max(t.p_adjusted, self.P_FLOOR)) for t in self.tests]
         colors = ["tab:red" if t.rejected else "tab:blue" for t in self.tests]
-        ax_p.barh(np.arange(len(names)), -np.log10(values), color=colors)
+        rows = np.arange(len(names))
+        bars = ax_p.barh(rows, heights, color=colors)
+        for bar, is_capped in zip(bars, capped):
+            if is_capped:
+                bar.set_hatch("//")
+                ax_p.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, "capped ", va="center", ha="right",
+                          fontsize=7, color="white")
         ax_p.axvline(-np.log10(self.alpha), color="k", linestyle="--", label=f"alpha = {self.alpha:g}")
-        ax_p.set_yticks(np.arange(len(names)), names, fontsize=7)
-        ax_p.set_xlabel("-log10 Holm-adjusted p-value")
+        ax_p.set_yticks(rows, [name + (f" (p < {self.P_FLOOR:g})" if is_capped else "")
+                               for name, is_capped in zip(names, capped)], fontsize=7)
+        ax_p.set_xlabel("-log10 Holm-adjusted p-value" + (f" (capped at {-np.log10(self.P_FLOOR):g})"
+                                                          if any(capped) else ""))
         ax_p.legend(fontsize=8)
-        fig.suptitle(("passed" if self.passed else "FAILED") + f" — n = {self.num_samples:,}")
+        verdict = "passed" if self.passed else "FAILED"
+        fig.suptitle(f"{self.sampler or 'sampler'} vs {self.target or 'target'}: {verdict} — n = {self.num_samples:,}")
         fig.tight_layout()
         return fig
+
+    def _cell_label(self, cell: int, width: int) -> str:
+        """The tokens of cell ``cell`` of a test on ``width`` positions: digits run together when
+        ``vocab_size <= 10``, else separated by spaces."""
+        tokens = np.unravel_index(int(cell), (self.vocab_size,) * width)
+        return ("" if self.vocab_size <= 10 else " ").join(str(int(token)) for token in tokens)
