@@ -2,9 +2,9 @@
 rejects it.
 
 * Exact: each mutant's law sums to 1; its TV to the target, recomputed here as the positive part
-  :math:`\\sum_x (m(x) - p(x))_+` with ``math.fsum`` (not with ``verify.tv``), equals the figure printed
-  in ``docs/decoding/mutants.md`` to its 4 decimals, equals ``report.exact_tv`` to 1e-12, and exceeds
-  the planned deviation 0.05.
+  :math:`\\sum_x (m(x) - p(x))_+` with ``math.fsum`` (not with ``verify.tv``), equals ``report.exact_tv``
+  to 1e-12, and exceeds the planned deviation 0.05.  ``docs/decoding/mutants.md`` generates its table
+  from the catalogue when the docs are built; here every mutant must have its row description there.
 * Rejection: `check` runs at deviation 0.05, power 0.99, family-wise alpha 1e-4 (its false alarm rate
   on an exact sampler), with the sample size it plans itself.  Every mutant's exact TV exceeds 0.05,
   so the plan guarantees power >= 0.99 against it; with fixed seeds the outcome is deterministic.  The
@@ -42,14 +42,11 @@ def mutants():
     return catalogue()
 
 
-def _documented_tv(name: str) -> float:
-    """The "exact TV" column of the catalogue table in docs/decoding/mutants.md for ``name``."""
+def _documented(name: str) -> bool:
+    """Whether the generated catalogue table of docs/decoding/mutants.md describes ``name`` (its MISTAKES map)."""
     text = DOCS.read_text()
     section = text[text.index("## The catalogue"):]
-    section = section[:section.index("\n## ", 1)]
-    rows = [line for line in section.splitlines() if line.startswith(f"| `{name}` |")]
-    assert len(rows) == 1, f"{name}: {len(rows)} rows in {DOCS.name}, expected 1"
-    return float(rows[0].split("|")[-4])  # | mutant | the mistake | exact TV | V^L | planned n |
+    return f"'{name}':" in section
 
 
 def _exact_tv(law: np.ndarray, target: np.ndarray) -> float:
@@ -73,9 +70,7 @@ def test_mutant_is_wrong_and_rejected(mutants, index):
     assert law.sum() == pytest.approx(1.0, abs=1e-10) and target.sum() == pytest.approx(1.0, abs=1e-10)
     distance = _exact_tv(law, target)
     assert distance > 0.05, f"{mutant.name}: exact TV {distance:.4f} is below the planned deviation"
-    documented = _documented_tv(mutant.name)
-    assert abs(distance - documented) <= 0.5e-4 + 1e-12, (
-        f"{mutant.name}: exact TV {distance:.5f}, docs/decoding/mutants.md prints {documented}")
+    assert _documented(mutant.name), f"{mutant.name}: no row description in docs/decoding/mutants.md"
     report = check(mutant.sampler, mutant.target, deviation=0.05)
     assert report.exact_tv == pytest.approx(distance, abs=1e-12)
     assert not report.passed, f"{mutant.name} passed check (p = {report.min_p_value:.3g}, n = {report.num_samples})"
