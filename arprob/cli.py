@@ -47,7 +47,8 @@ def _run_check(args) -> int:
             progress.reset(samples, total=1, visible=False)
             sampler, target = case.make()
             report = check(sampler, target, alpha=args.alpha, power=args.power, deviation=deviation,
-                           seed=args.seed, devices=args.devices, progress=on_progress)
+                           seed=args.seed, devices=args.devices, progress=on_progress,
+                           sequential=args.sequential)
             exact_tv = report.exact_tv
             if case.claim == "exact":
                 ok = report.passed and (exact_tv is None or exact_tv < 1e-10)
@@ -116,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"TV distance to detect (default {DEVIATION:g}, or {QUICK_DEVIATION:g} with --quick)")
     check.add_argument("--devices", choices=["all"], default=None,
                        help="spread each row's batches over every local device (jax.shard_map)")
+    check.add_argument("--sequential", action="store_true",
+                       help="stop each case at the first look that rejects (looks after 2048 samples, then every "
+                            "4 times more); by default every case runs to its planned n")
     check.add_argument("--seed", type=int, default=0,
                        help="seed of every row's key streams (same seed, identical reports)")
     check.add_argument("--cache", metavar="DIR", default=os.environ.get("ARPROB_CACHE", "~/.cache/arprob/jax"),

@@ -25,41 +25,60 @@ The procedure, for a sampler and a target over :math:`V^L` sequences:
 2. **Support.**  Whatever the tests, every sample's target probability is
    checked: one sample of probability zero fails the check.
 3. **Sample size.**  ``num_samples=None`` takes
-   ``plan(deviation, K, alpha / m, power)`` for the largest test's :math:`K`
-   cells and :math:`m` tests (twice that per sampler in the two-sample mode),
-   so a law at TV distance ``deviation`` is caught with probability ``power``
-   on the full joint (on projections, the guarantee is for deviations that
-   show in them).  :attr:`Report.resolution` is the TV the run detects.
+   ``plan(deviation, K, alpha * w, power)`` for the largest test's :math:`K`
+   cells and its share :math:`w` of ``alpha`` (twice that per sampler in the
+   two-sample mode), so a law at TV distance ``deviation`` is caught with
+   probability ``power`` on the full joint (on projections, the guarantee is
+   for deviations that show in them).  :func:`~arprob.verify.plan_for` shows
+   the plan without running it.  :attr:`Report.resolution` is the TV the run
+   detects.
 4. **Streaming** (:mod:`arprob.verify.stream`).  Batch :math:`b` is
    ``sampler(fold_in(key_s, b), batch_size)``; a JAX sampler is fused with the
    counting into one compiled loop (sharded over ``devices``), any other
    callable runs in a Python loop.  Same ``seed`` → identical counts and
    report, on any number of devices.
-5. **Decision.**  p-values are Holm-adjusted over the :math:`m` tests; the
-   sampler passes when none is at or below ``alpha`` and no sample fell on an
-   outcome of probability zero.  Family-wise false-alarm rate :math:`\le\alpha`.
+5. **Decision.**  p-values are adjusted by the weighted Holm procedure
+   (:mod:`arprob.verify.plans`: the joint and Rosenblatt tests share half of
+   ``alpha``); the sampler passes when none is at or below ``alpha`` and no
+   sample fell on an outcome of probability zero.  Family-wise false-alarm
+   rate :math:`\le\alpha`.  **Sequential** runs look after 2048 samples and
+   then every 4 times more, spend ``alpha`` over the looks and stop at the
+   first look that rejects (still :math:`\le\alpha` in all).
 6. **Distance.**  The plug-in TV estimate (biased upwards, by
-   :math:`O(\sqrt{K/n})`) with a :math:`1-\alpha` interval from the L1
-   deviation inequality of Weissman et al. (2003),
-   :math:`P(\|\hat p - p\|_1 \ge \varepsilon) \le (2^K - 2)\, e^{-n\varepsilon^2/2}`,
-   i.e. half-width :math:`\tfrac12\sqrt{2(K\ln 2 + \ln(1/\alpha))/n}`.  With
-   projections only, the interval's lower end is a lower confidence bound on
-   the joint TV (a projection never increases TV) and the upper end is 1.
+   :math:`O(\sqrt{K/n})`), its exact expectation for an exact sampler at this
+   :math:`n` (``tv_null_mean``), Efron's bootstrap bias-corrected estimate
+   (``tv_debiased``), and a :math:`1-\alpha` interval from three valid bounds
+   at :math:`\alpha/3` each: the L1 deviation inequality of Weissman et al.
+   (2003), :math:`P(\|\hat p - p\|_1 \ge \varepsilon) \le (2^K - 2)\, e^{-n\varepsilon^2/2}`
+   (both ends), McDiarmid's inequality (upper end) and a sample split (lower
+   end: a set chosen on the first half, its excess mass bounded by
+   Clopper-Pearson on the second).  With projections only, the interval's
+   lower end is a lower confidence bound on the joint TV (a projection never
+   increases TV) and the upper end is 1.
 """
 
 from __future__ import annotations
 
 import math
+import time
 import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy import stats
+from scipy import special, stats
 
-from arprob._validation import check_bool, check_int, check_memory, check_positive_int, check_probs, check_real_array
+from arprob._validation import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_memory,
+    check_positive_int,
+    check_probs,
+    check_real_array,
+    input_dtype,
+)
 from arprob.errors import (
-    ArprobError,
     ArprobTypeError,
     EnumerationTooLargeError,
     IncompatibleError,
@@ -69,7 +88,8 @@ from arprob.errors import (
 )
 from arprob.verify.distances import tv
 from arprob.verify.gof import MIN_EXPECTED, _pool, _test_counts
-from arprob.verify.planning import detectable, plan
+from arprob.verify.planning import detectable
+from arprob.verify.plans import Plan, design, holm, plan_for, test_weights
 from arprob.verify.projections import (
     Test,
     auto_tests,
@@ -81,10 +101,11 @@ from arprob.verify.projections import (
     target_probs,
 )
 from arprob.verify.report import Report, TestOutcome
+from arprob.verify.sampling import Sampler
 from arprob.verify.stream import choose_batch_size, stream
 from arprob.verify.targets import resolve_target
 
-__all__ = ["check", "holm", "planned_num_samples"]
+__all__ = ["check", "holm", "plan_for", "planned_num_samples", "seeds", "Plan"]
 
 MAX_SAMPLES = 2**36  # about 6.9e10, two hours at the fastest measured CPU rate (10^7/s): refused up front
 
@@ -103,28 +124,6 @@ def _warn_if_float32(owner: str) -> None:
                   "rounded). Enable float64 with jax.config.update('jax_enable_x64', True) at the start of the "
                   "program, or JAX_ENABLE_X64=1 (the arprob check command does this itself). This warning is shown "
                   "once per process.", PrecisionWarning, stacklevel=3)
-
-
-def holm(p_values) -> np.ndarray:
-    """Holm's step-down adjusted p-values (family-wise error control).
-
-    ``p_values`` must be finite numbers in ``[0, 1]``.
-    """
-    p = np.asarray(p_values, dtype=np.float64).ravel()
-    if p.size == 0:
-        raise InvalidArgumentError("holm: p_values is empty; expected at least one p-value")
-    if not np.all(np.isfinite(p)) or np.any((p < 0) | (p > 1)):
-        bad = p[~np.isfinite(p) | (p < 0) | (p > 1)]
-        raise InvalidArgumentError(f"holm: p_values must lie in [0, 1], got {bad[:4].tolist()}; "
-                                   "check the test that produced them")
-    m = p.size
-    order = np.argsort(p, kind="stable")
-    adjusted = np.empty(m)
-    running = 0.0
-    for rank, index in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * p[index]))
-        adjusted[index] = running
-    return adjusted
 
 
 def _check_level(owner: str, name: str, value):
@@ -169,10 +168,113 @@ def _two_sample_tests(vocab_size: int, length: int, max_joint_cells: int, projec
     return tests
 
 
+def _check_deviation_arg(owner: str, deviation) -> float:
+    if isinstance(deviation, bool) or not isinstance(deviation, (int, float, np.floating)) \
+            or not 0 < float(deviation) <= 1:
+        raise InvalidArgumentError(f"{owner}: deviation must be a TV distance in (0, 1], got {deviation!r}")
+    return float(deviation)
+
+
+def _tests_and_cells(owner, target, projections, max_joint_cells):
+    """``(model, tests, cells, exact)`` of the one-sample mode."""
+    model, exact = resolve_target(owner, target)
+    vocab_size, length = int(model.vocab_size), int(model.length)
+    tests = parse_tests(owner, projections, vocab_size, length, max_joint_cells, conditionals_only=not exact)
+    cells = [cells_of(Test("", *t.counter), vocab_size, length) for t in tests]
+    return model, tests, cells, exact
+
+
+def _counter_for(model, tests, exact=True):
+    counters = tuple(dict.fromkeys(t.counter for t in tests))
+    return batch_counter(model, counters, int(model.vocab_size), int(model.length),
+                         support="log_prob" if exact else "conditionals")
+
+
+def seeds(key, num: int) -> np.ndarray:
+    """``num`` integer seeds in ``[0, 2**63)`` drawn from a JAX key: what a NumPy or PyTorch sampler needs.
+
+    ``np.random.default_rng(int(seed))`` or ``torch.Generator().manual_seed(int(seed))`` then draw as
+    the key would.  Deterministic in ``key``; distinct keys give independent seeds (threefry bits).
+    """
+    owner = "seeds"
+    from arprob._validation import check_key
+
+    check_key(owner, key)
+    num = check_int(owner, "num", num, minimum=1, maximum=2**31 - 1)
+    bits = np.asarray(jax.random.bits(key, (num, 2), jnp.uint32), np.uint64)
+    return ((bits[:, 0] << np.uint64(31)) ^ bits[:, 1]) & np.uint64(2**63 - 1)
+
+
+SEED_TYPES = ("jax", "int", "numpy")
+
+
+def _with_seed_type(owner, sampler, seed_type):
+    """Wrap a sampler that takes an int seed or a NumPy Generator so that check can call it with a key."""
+    seed_type = check_choice(owner, "seed_type", seed_type, SEED_TYPES)
+    if seed_type == "jax":
+        return sampler
+
+    function = sampler.fn if isinstance(sampler, Sampler) else sampler  # a Sampler's __call__ wants a key
+
+    def wrapped(key, num_samples):
+        seed = int(seeds(key, 1)[0])
+        return function(seed if seed_type == "int" else np.random.default_rng(seed), num_samples)
+
+    wrapped.__name__ = getattr(sampler, "name", None) or getattr(sampler, "__name__", type(sampler).__name__)
+    wrapped.law = getattr(sampler, "law", None)
+    wrapped.jax = False
+    return wrapped
+
+
+def _known_jax(sampler, fuse) -> bool:
+    """The sampler is known to be a JAX function without calling it (see ``check``'s ``sequential``)."""
+    if fuse is True:
+        return True
+    flag = getattr(sampler, "jax", None)
+    if flag is not None:
+        return bool(flag)
+    if hasattr(sampler, "lower") and hasattr(sampler, "trace"):  # a jax.jit-wrapped function
+        return True
+    function = getattr(sampler, "func", sampler)  # functools.partial
+    return (getattr(function, "__module__", "") or "").startswith("arprob.samplers")
+
+
+class _AutoProgress:
+    """A text progress bar on stderr, for interactive sessions, once a run is seen to last a few seconds."""
+
+    AFTER_SECONDS = 3.0
+
+    def __init__(self, plan_text: str):
+        import sys
+
+        self.stream = sys.stderr
+        interactive = getattr(self.stream, "isatty", lambda: False)() or "ipykernel" in sys.modules
+        self.active, self.shown, self.plan_text, self.start = interactive, False, plan_text, time.perf_counter()
+
+    def __call__(self, done, total, seconds):
+        if not self.active:
+            return
+        wall = time.perf_counter() - self.start
+        if not self.shown:
+            if wall < self.AFTER_SECONDS or done >= total:
+                return
+            self.shown = True
+            print(self.plan_text, file=self.stream)
+        rate = done / max(seconds, 1e-9)
+        eta = (total - done) / max(rate, 1e-9)
+        bar = "#" * int(30 * done / total)
+        print(f"\rcheck [{bar:<30}] {done:,}/{total:,} samples, {rate:,.0f}/s, ETA {eta:,.0f} s   ",
+              end="", file=self.stream, flush=True)
+
+    def close(self):
+        if self.shown:
+            print(file=self.stream, flush=True)
+
+
 def check(sampler, target, *, alpha: float = 1e-4, power: float = 0.99, deviation: float = 0.01,
           num_samples: int | None = None, projections="auto", seed: int = 0, law=None,
           batch_size: int | None = None, max_joint_cells: int = 2**20, devices=None, fuse: bool | None = None,
-          reference=None, progress=None) -> Report:
+          reference=None, progress="auto", sequential: bool | None = None, seed_type: str = "jax") -> Report:
     """Test a sampler against a target; see the module docstring for the procedure.
 
     Parameters
@@ -194,7 +296,7 @@ def check(sampler, target, *, alpha: float = 1e-4, power: float = 0.99, deviatio
         Planning: with ``num_samples=None``, enough samples to reject any law
         at TV distance ``deviation`` with probability ``power``.
     num_samples
-        Fixed sample size instead of the plan.
+        Fixed sample size instead of the plan (the last look of a sequential run).
     projections
         ``"auto"``, ``"joint"``, ``"marginals"`` or a list of position tuples
         and/or ``"rosenblatt"``, ``"rosenblatt-probability"``, ``"calibration"``.
@@ -206,7 +308,8 @@ def check(sampler, target, *, alpha: float = 1e-4, power: float = 0.99, deviatio
         The sampler's exact law (overrides ``sampler.law``), for the exact TV.
     batch_size
         Samples per sampler call (default: ``min(num_samples, 65536)`` on
-        CPU, scaled to the memory of an accelerator).
+        CPU, scaled to the memory of an accelerator; 2048 in a sequential run,
+        the first look).
     max_joint_cells
         Largest ``V**L`` tested on the full joint.
     devices
@@ -221,8 +324,26 @@ def check(sampler, target, *, alpha: float = 1e-4, power: float = 0.99, deviatio
         A second sampler of the target's family (e.g. plain ancestral
         sampling): two-sample mode, no law needed.
     progress
-        ``progress(done, total, seconds)``, called after each compiled chunk
+        ``"auto"`` (default): in a terminal or a notebook, once a run has
+        lasted a few seconds, the plan and a progress bar with an ETA on
+        stderr; ``True``: always; ``False`` or ``None``: nothing; a callable
+        ``progress(done, total, seconds)``: called after each compiled chunk
         (each batch on the host path).
+    sequential
+        Stop at the first look whose tests reject (looks after 2048 samples,
+        then each 4 times more, up to the plan; see
+        :mod:`arprob.verify.plans`): a gross bug is rejected after a few
+        thousand samples.  The family-wise false-alarm rate stays at most
+        ``alpha`` (alpha-spending over the looks) and a passing run draws the
+        plan, sized so that the power is unchanged (about 1% more samples).
+        ``None`` (default): sequential unless the sampler is known to be a
+        JAX function (``fuse=True``, a ``jax.jit`` function, an arprob
+        sampler, or ``Sampler(..., jax=True)``), i.e. for NumPy, PyTorch and
+        plain Python callables; never in the two-sample mode.
+    seed_type
+        What the sampler takes as its first argument: ``"jax"`` (a JAX key),
+        ``"int"`` (an integer seed, from :func:`seeds`) or ``"numpy"`` (a
+        ``numpy.random.Generator``).
 
     Returns
     -------
@@ -250,42 +371,62 @@ def check(sampler, target, *, alpha: float = 1e-4, power: float = 0.99, deviatio
                               f"got {type(reference).__name__}")
     alpha = _check_level(owner, "alpha", alpha)
     power = _check_level(owner, "power", power)
-    if isinstance(deviation, bool) or not isinstance(deviation, (int, float, np.floating)) \
-            or not 0 < float(deviation) <= 1:
-        raise InvalidArgumentError(f"{owner}: deviation must be a TV distance in (0, 1], got {deviation!r}")
+    deviation = _check_deviation_arg(owner, deviation)
     max_joint_cells = check_positive_int(owner, "max_joint_cells", max_joint_cells, minimum=2)
     seed = check_int(owner, "seed", seed, minimum=0, maximum=2**63 - 1)
     if fuse is not None:
         fuse = check_bool(owner, "fuse", fuse)
-    if progress is not None and not callable(progress):
-        raise ArprobTypeError(f"{owner}: progress must be callable as progress(done, total, seconds), "
-                              f"got {type(progress).__name__}")
+    if sequential is not None:
+        sequential = check_bool(owner, "sequential", sequential)
+    if not (progress is None or isinstance(progress, bool) or progress == "auto" or callable(progress)):
+        raise ArprobTypeError(f"{owner}: progress must be 'auto', True, False, None or callable as "
+                              f"progress(done, total, seconds), got {progress!r}")
+    sampler = _with_seed_type(owner, sampler, seed_type)
+    if seed_type != "jax" and fuse:
+        raise InvalidArgumentError(f"{owner}: seed_type={seed_type!r} hands the sampler an int or a NumPy "
+                                   "Generator, so it cannot be compiled; drop fuse=True")
+    if reference is not None:
+        if sequential:
+            raise InvalidArgumentError(f"{owner}: sequential=True is not available in the two-sample mode "
+                                       "(reference=...); drop one of them")
+        sequential = False
+    elif sequential is None:
+        sequential = not _known_jax(sampler, fuse)
 
     if law is not None and not callable(law):
         law = check_real_array(owner, "law", law).ravel()
         check_probs(owner, "law", law)
     if reference is None:
-        model, exact = resolve_target(owner, target)
+        model, tests, cells, exact = _tests_and_cells(owner, target, projections, max_joint_cells)
     else:
         model, exact = target, False
         if not (hasattr(target, "vocab_size") and hasattr(target, "length")):
             raise ArprobTypeError(f"{owner}: target must have vocab_size and length, got {type(target).__name__}")
+        tests = _two_sample_tests(int(model.vocab_size), int(model.length), max_joint_cells, projections)
+        cells = [cells_of(Test("", *t.counter), int(model.vocab_size), int(model.length)) for t in tests]
     vocab_size, length = int(model.vocab_size), int(model.length)
     enumerable = exact and length * math.log(vocab_size) <= math.log(max_joint_cells)
-    if reference is None:
-        tests = parse_tests(owner, projections, vocab_size, length, max_joint_cells, conditionals_only=not exact)
-    else:
-        tests = _two_sample_tests(vocab_size, length, max_joint_cells, projections)
     target_law = np.asarray(model.law(max_entries=max(max_joint_cells, 2**26)), np.float64).ravel() \
         if enumerable else None
     probs = [target_probs(t, model, target_law, vocab_size, length) if reference is None else None for t in tests]
     counters = tuple(dict.fromkeys(t.counter for t in tests))
     sizes = {c: cells_of(Test("", *c), vocab_size, length) for c in counters}
-    largest = max(sizes.values())
-    planned = num_samples is None
-    if planned:
-        num_samples = _plan_size(owner, deviation, largest, len(tests), alpha, power, reference is not None)
-    num_samples = check_int(owner, "num_samples", num_samples, minimum=1)
+    support = "log_prob" if exact else ("conditionals" if reference is None else None)
+    counter_fn = batch_counter(model, counters, vocab_size, length, support=support)
+    float_sizes = tuple(float_size_of(Test("", *c), vocab_size, length) for c in counters)
+    shapes = (tuple(sizes[c] for c in counters), float_sizes)
+    increments = length if any(c[0] in ("pit", "calibration") for c in counters) else 1
+    # the counters' temporaries: a few (L, V) float arrays per sample when conditionals are evaluated
+    evaluates_rows = not exact or any(c[0] in ("pit", "calibration") for c in counters)
+    per_sample_bytes = 8.0 * length * (vocab_size if evaluates_rows else 1) * 4
+    if num_samples is not None:
+        num_samples = check_int(owner, "num_samples", num_samples, minimum=1)
+    if batch_size is not None:
+        batch_size = check_int(owner, "batch_size", batch_size, minimum=1)
+    the_plan = design(owner, tests, cells, alpha=alpha, power=power, deviation=deviation, num_samples=num_samples,
+                      sequential=sequential, batch_size=batch_size, two_sample=reference is not None,
+                      default_batch_size=lambda n: choose_batch_size(n, per_sample_bytes))
+    planned, num_samples, batch_size = the_plan.planned, the_plan.num_samples, the_plan.batch_size
     if num_samples > MAX_SAMPLES:
         hours = num_samples / 1e7 / 3600
         what = f"deviation={deviation:g} needs" if planned else "num_samples is"
@@ -295,42 +436,127 @@ def check(sampler, target, *, alpha: float = 1e-4, power: float = 0.99, deviatio
             + ("raise deviation (the samples needed grow as 1/deviation**2)" if planned else
                "pass a smaller num_samples")
             + " -- arprob.verify.resolution tells what a time budget detects")
-
-    support = "log_prob" if exact else ("conditionals" if reference is None else None)
-    counter_fn = batch_counter(model, counters, vocab_size, length, support=support)
-    float_sizes = tuple(float_size_of(Test("", *c), vocab_size, length) for c in counters)
-    shapes = (tuple(sizes[c] for c in counters), float_sizes)
-    increments = length if any(c[0] in ("pit", "calibration") for c in counters) else 1
-    # the counters' temporaries: a few (L, V) float arrays per sample when conditionals are evaluated
-    evaluates_rows = not exact or any(c[0] in ("pit", "calibration") for c in counters)
-    per_sample_bytes = 8.0 * length * (vocab_size if evaluates_rows else 1) * 4
-    if batch_size is None:
-        batch_size = choose_batch_size(num_samples, per_sample_bytes)
-    batch_size = check_int(owner, "batch_size", batch_size, minimum=1)
     check_memory(owner, f"batch_size={batch_size:,}", (batch_size, per_sample_bytes), itemsize=1,
                  fix="pass a smaller batch_size, or None to choose one from the memory available")
+
+    bar = None
+    if progress == "auto" or progress is True:
+        bar = _AutoProgress(the_plan.summary())
+        if progress is True:
+            bar.active = True
+        progress = bar
+    elif progress is False:
+        progress = None
+
+    weights = test_weights(tests)
+    look_batches = [-(-n // batch_size) for n in the_plan.looks]
+    halves = {b // 2 for b in look_batches if b >= 2}  # each look's tail is tested against a set from its head
+    looks, snapshots = [], {}
+
+    def on_look(run):
+        done = run.done_batches
+        for earlier in [b for b in snapshots if b < done // 2]:
+            del snapshots[earlier]
+        snapshots[done] = run
+        if not sequential or done not in look_batches:
+            return False
+        level = the_plan.look_alphas[look_batches.index(done)]
+        outcomes, zero_hits = _evaluate(tests, probs, run, vocab_size, length, None)
+        adjusted = holm([o.p_value for o in outcomes], weights)
+        stop = bool(zero_hits) or bool(run.impossible) or bool(np.any(adjusted <= level))
+        looks.append({"num_samples": run.num_samples, "alpha": level, "min_p_adjusted": float(adjusted.min()),
+                      "rejected": stop})
+        return stop
 
     key = jax.random.key(seed)
     key_sampler, key_count, key_reference = jax.random.split(key, 3)
     cache_key = (id(model), counters, support, vocab_size)
-    run = stream(owner, sampler, counter_fn, shapes, num_samples=num_samples, batch_size=batch_size, length=length,
-                 key_sampler=key_sampler, key_count=key_count, devices=devices, fuse=fuse, progress=progress,
-                 increments=increments, cache_key=cache_key, cache_refs=(model,))
+    look_points = sorted(set(look_batches) | halves)
+    try:
+        run = stream(owner, sampler, counter_fn, shapes, num_samples=num_samples, batch_size=batch_size,
+                     length=length, key_sampler=key_sampler, key_count=key_count, devices=devices, fuse=fuse,
+                     progress=progress, increments=increments, cache_key=cache_key, cache_refs=(model,),
+                     looks=look_points if reference is None else (), on_look=on_look)
+    finally:
+        if bar is not None:
+            bar.close()
     if run.out_of_range:
         raise InvalidTokenError(f"{owner}: the sampler returned {run.out_of_range} sequences with tokens "
                                 f"outside [0, {vocab_size}); expected valid token ids")
+    reference_run = None
+    if reference is not None:
+        reference_run = stream(owner, reference, counter_fn, shapes, num_samples=num_samples, batch_size=batch_size,
+                               length=length, key_sampler=key_reference, key_count=key_count, devices=devices,
+                               fuse=fuse, progress=None, increments=increments, cache_key=cache_key,
+                               cache_refs=(model,))
+        if reference_run.out_of_range:
+            raise InvalidTokenError(f"{owner}: the reference sampler returned {reference_run.out_of_range} "
+                                    f"sequences with tokens outside [0, {vocab_size})")
+
+    drawn = run.num_samples
+    outcomes, zero_hits = _evaluate(tests, probs, run, vocab_size, length, reference_run)
+    level = alpha
+    if sequential:
+        level = the_plan.look_alphas[len(looks) - 1] if looks else the_plan.look_alphas[-1]
+    adjusted = holm([o.p_value for o in outcomes], weights)
+    for outcome, p_adjusted, weight in zip(outcomes, adjusted, weights):
+        outcome.p_adjusted = float(p_adjusted)
+        outcome.rejected = bool(p_adjusted <= level)
+        outcome.weight = float(weight)
+    if run.impossible:
+        example = run.impossible_example
+        zero_hits.append({"test": "support", "tokens": example})
+        outcomes.append(TestOutcome("support", "support", "zero-probability samples", float(run.impossible), 0,
+                                    0.0, p_adjusted=0.0, rejected=True,
+                                    method=f"{run.impossible} sample(s) of target probability zero (decided "
+                                           "outright: an exact sampler never draws them)"))
+    passed = not any(o.rejected for o in outcomes) and not zero_hits
+
+    counts = dict(zip(counters, run.counts))
+    if reference_run is None:
+        half = snapshots.get(run.done_batches // 2) if run.done_batches >= 2 else None
+        half_counts = dict(zip(counters, half.counts)) if half is not None else None
+        distance = _tv_summary(counts, half_counts, tests, probs, level if sequential else alpha, drawn, length,
+                               seed)
+    else:
+        distance = _two_sample_tv(counts, dict(zip(counters, reference_run.counts)), tests, alpha, num_samples)
+    sampler_law = law if law is not None else getattr(sampler, "law", None)
+    if callable(sampler_law):
+        sampler_law = sampler_law()
+    exact_tv = None
+    if sampler_law is not None and target_law is not None:
+        name = "law" if law is not None else "sampler.law"
+        sampler_law = check_real_array(owner, name, sampler_law).ravel()
+        check_probs(owner, name, sampler_law, dtype=input_dtype(sampler_law))
+        if sampler_law.size != target_law.size:
+            raise IncompatibleError(f"{owner}: the sampler's law has {sampler_law.size} entries but the target "
+                                    f"has {target_law.size} = {vocab_size}**{length} sequences")
+        exact_tv = tv(sampler_law, target_law)
+    nfe_mean = run.nfe_total / drawn if run.nfe_total is not None else None
+    per_sampler = num_samples // 2 if reference is not None else drawn
+    largest_weight = min(w for c, w in zip(cells, weights) if c == max(cells))
+    resolution = detectable(max(per_sampler, 1), max(the_plan.largest_cells, 2), level * largest_weight, power)
+    return Report(
+        passed=passed, tests=outcomes, num_samples=drawn, alpha=alpha, power=power,
+        deviation=float(deviation), planned=planned, tv_estimate=distance["estimate"],
+        tv_interval=distance["interval"], tv_scope=distance["scope"], exact_tv=exact_tv, nfe=nfe_mean,
+        samples_per_second=run.timed_samples / run.seconds, seconds=run.seconds,
+        zero_probability_hits=[hit["tokens"] for hit in zero_hits], seed=seed, vocab_size=vocab_size,
+        length=length, target=repr(model),
+        sampler=getattr(sampler, "name", None) or getattr(sampler, "__name__", type(sampler).__name__),
+        resolution=resolution, compile_seconds=run.compile_seconds, fused=run.fused, num_devices=run.num_devices,
+        batch_size=run.batch_size, sequential=bool(sequential), planned_samples=num_samples, looks=looks,
+        tv_null_mean=distance.get("null_mean"), tv_debiased=distance.get("debiased"),
+        tv_interval_method=distance.get("interval_method", ""),
+    )
+
+
+def _evaluate(tests, probs, run, vocab_size, length, reference_run):
+    """The tests' outcomes (raw p-values) and the zero-probability cells hit, from a run's counts."""
+    counters = tuple(dict.fromkeys(t.counter for t in tests))
     counts = dict(zip(counters, run.counts))
     floats = dict(zip(counters, run.floats))
-    reference_counts = None
-    if reference is not None:
-        other = stream(owner, reference, counter_fn, shapes, num_samples=num_samples, batch_size=batch_size,
-                       length=length, key_sampler=key_reference, key_count=key_count, devices=devices, fuse=fuse,
-                       progress=None, increments=increments, cache_key=cache_key, cache_refs=(model,))
-        if other.out_of_range:
-            raise InvalidTokenError(f"{owner}: the reference sampler returned {other.out_of_range} sequences "
-                                    f"with tokens outside [0, {vocab_size})")
-        reference_counts = dict(zip(counters, other.counts))
-
+    reference_counts = None if reference_run is None else dict(zip(counters, reference_run.counts))
     outcomes, zero_hits = [], []
     for test, target_probs_ in zip(tests, probs):
         observed = counts[test.counter].astype(np.float64)
@@ -355,72 +581,17 @@ def check(sampler, target, *, alpha: float = 1e-4, power: float = 0.99, deviatio
         projection = test.positions if test.kind == "cells" else ("pit" if test.kind == "pit" else test.kind)
         outcomes.append(TestOutcome(test.name, projection, test.statistic, value, df, p_value, method=method,
                                     observed=observed, expected=observed.sum() * target_probs_))
-    if run.impossible:
-        example = run.impossible_example
-        zero_hits.append({"test": "support", "tokens": example})
-        outcomes.append(TestOutcome("support", "support", "zero-probability samples", float(run.impossible), 0,
-                                    0.0, method=f"{run.impossible} sample(s) of target probability zero"))
-    adjusted = holm([o.p_value for o in outcomes])
-    for outcome, p_adjusted in zip(outcomes, adjusted):
-        outcome.p_adjusted = float(p_adjusted)
-        outcome.rejected = bool(p_adjusted <= alpha)
-    passed = not any(o.rejected for o in outcomes) and not zero_hits
-
-    if reference_counts is None:
-        tv_estimate, tv_interval, scope = _tv_interval(counts, tests, probs, alpha, num_samples)
-    else:
-        tv_estimate, tv_interval, scope = _two_sample_tv(counts, reference_counts, tests, alpha, num_samples)
-    sampler_law = law if law is not None else getattr(sampler, "law", None)
-    if callable(sampler_law):
-        sampler_law = sampler_law()
-    exact_tv = None
-    if sampler_law is not None and target_law is not None:
-        name = "law" if law is not None else "sampler.law"
-        sampler_law = check_real_array(owner, name, sampler_law).ravel()
-        check_probs(owner, name, sampler_law)
-        if sampler_law.size != target_law.size:
-            raise IncompatibleError(f"{owner}: the sampler's law has {sampler_law.size} entries but the target "
-                                    f"has {target_law.size} = {vocab_size}**{length} sequences")
-        exact_tv = tv(sampler_law, target_law)
-    nfe_mean = run.nfe_total / num_samples if run.nfe_total is not None else None
-    per_sampler = num_samples // 2 if reference is not None else num_samples
-    resolution = detectable(max(per_sampler, 1), max(largest, 2), alpha / len(tests), power)
-    return Report(
-        passed=passed, tests=outcomes, num_samples=num_samples, alpha=alpha, power=power,
-        deviation=float(deviation), planned=planned, tv_estimate=tv_estimate, tv_interval=tv_interval,
-        tv_scope=scope, exact_tv=exact_tv, nfe=nfe_mean, samples_per_second=run.timed_samples / run.seconds,
-        seconds=run.seconds, zero_probability_hits=[hit["tokens"] for hit in zero_hits], seed=seed,
-        vocab_size=vocab_size, length=length, target=repr(model),
-        sampler=getattr(sampler, "name", None) or getattr(sampler, "__name__", type(sampler).__name__),
-        resolution=resolution, compile_seconds=run.compile_seconds, fused=run.fused, num_devices=run.num_devices,
-        batch_size=run.batch_size,
-    )
-
-
-def _plan_size(owner, deviation, largest, num_tests, alpha, power, two_sample) -> int:
-    try:
-        return plan(deviation, largest, alpha / num_tests, power) * (2 if two_sample else 1)
-    except ArprobError as error:
-        raise EnumerationTooLargeError(f"{owner}: deviation={deviation:g} cannot be planned: "
-                                       f"{str(error).removeprefix('plan: ')}") from None
+    return outcomes, zero_hits
 
 
 def planned_num_samples(target, *, alpha: float = 1e-4, power: float = 0.99, deviation: float = 0.01,
-                        projections="auto", max_joint_cells: int = 2**20) -> int:
+                        projections="auto", max_joint_cells: int = 2**20, sequential: bool = False) -> int:
     """The sample size :func:`check` plans for ``target`` (``num_samples=None``), without sampling.
 
-    The same tests and the same ``plan(deviation, K, alpha / m, power)`` as :func:`check` (one-sample
-    mode): :math:`K` the cells of the largest test, :math:`m` the number of tests.
+    ``plan_for(target, ...).num_samples``: the same tests, weights and plan as :func:`check` (one-sample mode).
     """
-    owner = "planned_num_samples"
-    alpha = _check_level(owner, "alpha", alpha)
-    power = _check_level(owner, "power", power)
-    max_joint_cells = check_positive_int(owner, "max_joint_cells", max_joint_cells, minimum=2)
-    model, exact = resolve_target(owner, target)
-    vocab_size, length = int(model.vocab_size), int(model.length)
-    tests = parse_tests(owner, projections, vocab_size, length, max_joint_cells, conditionals_only=not exact)
-    largest = max(cells_of(Test("", *c), vocab_size, length) for c in dict.fromkeys(t.counter for t in tests))
-    return _plan_size(owner, deviation, largest, len(tests), alpha, power, False)
+    return plan_for(target, alpha=alpha, power=power, deviation=deviation, projections=projections,
+                    max_joint_cells=max_joint_cells, sequential=sequential).num_samples
 
 
 def _weissman_halfwidth(cells: int, num_samples: int, delta: float) -> float:
@@ -428,23 +599,127 @@ def _weissman_halfwidth(cells: int, num_samples: int, delta: float) -> float:
     return 0.5 * math.sqrt(2.0 * (cells * math.log(2.0) + math.log(1.0 / delta)) / num_samples)
 
 
-def _tv_interval(counts, tests, probs, alpha, num_samples):
+def _mcdiarmid_halfwidth(cells: int, num_samples: int, delta: float) -> float:
+    r"""r with :math:`P(TV(\hat q, q) \ge r) \le \delta` for every law :math:`q` on ``cells`` cells:
+    :math:`E\,TV(\hat q, q) \le \tfrac12 \sum_c \sqrt{q_c(1-q_c)/n} \le \tfrac12\sqrt{(K-1)/n}` (Jensen, then
+    Cauchy-Schwarz with :math:`\sum_c q_c(1-q_c) \le 1 - 1/K`), and one sample moves :math:`TV(\hat q, q)` by at
+    most :math:`1/n`, so McDiarmid's inequality adds :math:`\sqrt{\ln(1/\delta)/(2n)}`."""
+    return 0.5 * math.sqrt((cells - 1) / num_samples) + math.sqrt(math.log(1.0 / delta) / (2.0 * num_samples))
+
+
+def binomial_mean_absolute_deviation(num_samples: int, probs) -> np.ndarray:
+    r""":math:`E\lvert X - np\rvert` for :math:`X \sim \mathrm{Bin}(n, p)`, exactly (de Moivre):
+    :math:`2 m \binom{n}{m} p^m (1-p)^{n-m+1}` with :math:`m = \lfloor np \rfloor + 1`; 0 at :math:`p \in \{0, 1\}`."""
+    p = np.asarray(probs, np.float64)
+    n = float(num_samples)
+    inside = (p > 0) & (p < 1)
+    q = np.where(inside, p, 0.5)
+    m = np.floor(n * q) + 1
+    log_value = (math.log(2.0) + np.log(m) + special.gammaln(n + 1) - special.gammaln(m + 1)
+                 - special.gammaln(n - m + 1) + m * np.log(q) + (n - m + 1) * np.log1p(-q))
+    return np.where(inside & (m <= n), np.exp(log_value), 0.0)
+
+
+def null_mean_tv(num_samples: int, probs) -> float:
+    """Expected plug-in TV of ``num_samples`` samples drawn from ``probs`` itself: what an exact sampler shows."""
+    return float(binomial_mean_absolute_deviation(num_samples, probs).sum() / (2.0 * num_samples))
+
+
+BOOTSTRAP_DRAWS = 64  # for tables of at most 2**16 cells; 16 above
+
+
+def bootstrap_debiased_tv(counts, probs, seed: int) -> float:
+    r"""Bootstrap bias-corrected plug-in TV: :math:`2\,\widehat{TV} - \overline{TV}(\hat p^*, p)`, clipped to [0, 1],
+    with :math:`\hat p^*` multinomial resamples of the empirical law (Efron's bias correction)."""
+    counts = np.asarray(counts, np.float64)
+    n = int(counts.sum())
+    empirical = counts / n
+    estimate = 0.5 * float(np.abs(empirical - probs).sum())
+    rng = np.random.default_rng(seed)
+    draws = BOOTSTRAP_DRAWS if counts.size <= 2**16 else 16
+    resampled = [0.5 * float(np.abs(rng.multinomial(n, empirical) / n - probs).sum()) for _ in range(draws)]
+    return float(min(1.0, max(0.0, 2.0 * estimate - float(np.mean(resampled)))))
+
+
+def split_lower_bound(first_counts, second_counts, probs, delta: float, *, per_sample: int = 1) -> float:
+    r"""A lower confidence bound on TV(q, p) at level ``1 - delta`` from two independent halves of the sample.
+
+    The set :math:`A = \{c : \hat q_1(c) > p(c)\}` is chosen on the first half; on the second half,
+    :math:`q(A)` has a lower confidence bound :math:`\ell` (Clopper-Pearson; Hoeffding when each sample adds
+    ``per_sample`` > 1 increments, as the Rosenblatt histogram's :math:`L` per sequence), and
+    :math:`TV(q, p) \ge q(A) - p(A) \ge \ell - p(A)`.  Valid for every :math:`q` and every :math:`n`, since
+    :math:`A` does not depend on the second half.
+    """
+    first = np.asarray(first_counts, np.float64)
+    second = np.asarray(second_counts, np.float64)
+    n1, n2 = first.sum() / per_sample, second.sum() / per_sample
+    if n1 <= 0 or n2 <= 0:
+        return 0.0
+    chosen = first / (n1 * per_sample) > probs
+    if not chosen.any():
+        return 0.0
+    hits = float(second[chosen].sum())
+    if per_sample == 1:
+        lower = float(stats.beta.ppf(delta, hits, n2 - hits + 1)) if hits > 0 else 0.0
+    else:  # the per-sequence share of increments in A lies in [0, 1]: Hoeffding
+        lower = hits / (n2 * per_sample) - math.sqrt(math.log(1.0 / delta) / (2.0 * n2))
+    return max(0.0, lower - float(probs[chosen].sum()))
+
+
+def _tv_summary(counts, half_counts, tests, probs, alpha, num_samples, length, seed) -> dict:
+    """Plug-in TV, its null mean, the bias-corrected value and a ``1 - alpha`` interval (see ``check``)."""
+    split = half_counts is not None
     joint = [(t, target) for t, target in zip(tests, probs) if t.kind == "cells" and t.positions is None]
     if joint:
         test, target = joint[0]
-        estimate = 0.5 * float(np.abs(counts[test.counter] / num_samples - target).sum())
-        radius = _weissman_halfwidth(target.size, num_samples, alpha)
-        return estimate, (max(0.0, estimate - radius), min(1.0, estimate + radius)), "joint"
+        observed = counts[test.counter]
+        estimate = 0.5 * float(np.abs(observed / num_samples - target).sum())
+        delta = alpha / 3 if split else alpha / 2
+        radius = _weissman_halfwidth(target.size, num_samples, delta)
+        lower = estimate - radius
+        upper = estimate + min(radius, _mcdiarmid_halfwidth(target.size, num_samples, delta))
+        method = "Weissman's L1 inequality, the McDiarmid upper bound"
+        if split:
+            lower = max(lower, split_lower_bound(half_counts[test.counter], observed - half_counts[test.counter],
+                                                 target, delta))
+            method += " and a sample-split Clopper-Pearson lower bound (alpha/3 each)"
+        else:
+            method += " (alpha/2 each)"
+        return {"estimate": estimate, "interval": (max(0.0, lower), min(1.0, upper)), "scope": "joint",
+                "null_mean": null_mean_tv(num_samples, target),
+                "debiased": bootstrap_debiased_tv(observed, target, seed), "interval_method": method}
     projected = [(t, target) for t, target in zip(tests, probs) if t.kind == "cells"]
-    if not projected:
-        return float("nan"), (0.0, 1.0), "none"
-    delta = alpha / len(projected)
-    estimate, lower = 0.0, 0.0
-    for test, target in dict((t.counter, (t, p)) for t, p in projected).values():
-        value = 0.5 * float(np.abs(counts[test.counter] / num_samples - target).sum())
-        estimate = max(estimate, value)
+    pits = [(t, target) for t, target in zip(tests, probs) if t.kind == "pit"]
+    unique = list(dict((t.counter, (t, p)) for t, p in projected).values())
+    unique_pits = list(dict((t.counter, (t, p)) for t, p in pits).values())
+    if not unique and not (split and unique_pits):
+        return {"estimate": float("nan"), "interval": (0.0, 1.0), "scope": "none"}
+    bounds = len(unique) + (len(unique) + len(unique_pits) if split else 0)
+    delta = alpha / bounds
+    estimate, lower, best = 0.0, 0.0, None
+    for test, target in unique:
+        observed = counts[test.counter]
+        value = 0.5 * float(np.abs(observed / num_samples - target).sum())
+        if best is None or value > estimate:
+            estimate, best = value, (observed, target)
         lower = max(lower, value - _weissman_halfwidth(target.size, num_samples, delta))
-    return estimate, (max(0.0, lower), 1.0), "lower bound from projections"
+        if split:
+            lower = max(lower, split_lower_bound(half_counts[test.counter], observed - half_counts[test.counter],
+                                                 target, delta))
+    if split:
+        for test, target in unique_pits:
+            observed = counts[test.counter]
+            lower = max(lower, split_lower_bound(half_counts[test.counter], observed - half_counts[test.counter],
+                                                 target, delta, per_sample=length))
+    summary = {"estimate": estimate if best is not None else float("nan"), "interval": (max(0.0, lower), 1.0),
+               "scope": "lower bound from projections",
+               "interval_method": "Weissman per projection" + (", sample-split bounds on projections and the "
+                                                               "Rosenblatt histogram" if split else "")
+               + f" (Bonferroni over {bounds})"}
+    if best is not None:
+        summary["null_mean"] = null_mean_tv(num_samples, best[1])
+        summary["debiased"] = bootstrap_debiased_tv(best[0], best[1], seed)
+    return summary
 
 
 def _two_sample_tv(counts, reference_counts, tests, alpha, num_samples):
@@ -456,4 +731,5 @@ def _two_sample_tv(counts, reference_counts, tests, alpha, num_samples):
         value = 0.5 * float(np.abs(a / a.sum() - b / b.sum()).sum())
         estimate = max(estimate, value)
         lower = max(lower, value - 2 * _weissman_halfwidth(a.size, num_samples, delta))
-    return estimate, (max(0.0, lower), 1.0), "lower bound from projections (two-sample)"
+    return {"estimate": estimate, "interval": (max(0.0, lower), 1.0),
+            "scope": "lower bound from projections (two-sample)", "interval_method": "Weissman on both samples"}

@@ -27,6 +27,7 @@ class TestOutcome:
     p_adjusted: float = 1.0
     rejected: bool = False
     method: str = ""
+    weight: float | None = None  # share of alpha in the weighted Holm procedure (None: outside it)
     observed: np.ndarray | None = field(default=None, repr=False)
     expected: np.ndarray | None = field(default=None, repr=False)
 
@@ -44,14 +45,27 @@ class Report:
         One :class:`TestOutcome` per (projection, statistic), with raw and
         Holm-adjusted p-values.
     tv_estimate, tv_interval
-        Plug-in TV estimate between the sampler's law and the target, and a
-        ``1 - alpha`` confidence interval (see :func:`~arprob.verify.check`).
+        Plug-in TV estimate between the sampler's law and the target (the
+        joint, or the largest projection), and a ``1 - alpha`` confidence
+        interval (see :func:`~arprob.verify.check`).
+    tv_null_mean
+        The plug-in TV's expected value for an exact sampler at this ``n``
+        (exact, from binomial mean absolute deviations): the plug-in estimate
+        is biased upwards by about this much, so a correct sampler shows it.
+    tv_debiased
+        The bootstrap bias-corrected estimate (see :func:`~arprob.verify.check`).
+    sequential, planned_samples, looks
+        Whether the run could stop early; the samples a passing run draws;
+        one entry per look taken (samples, level, smallest adjusted p-value,
+        whether it rejected).  ``num_samples`` is what was drawn: the stopping
+        time when a look rejected.
     exact_tv
         TV(law, target) when the sampler exposes its exact law, else ``None``.
     resolution
         The smallest TV distance this run detects with probability ``power``
         (:func:`~arprob.verify.detectable` at its ``num_samples``, for the largest
-        test's cells at the Holm level ``alpha / len(tests)``).
+        test's cells at its level in the weighted Holm procedure:
+        ``alpha`` times its share, see :mod:`arprob.verify.plans`).
     samples_per_second, seconds, compile_seconds
         Throughput of sampling and counting, and the time spent compiling.
     fused, num_devices, batch_size
@@ -84,6 +98,12 @@ class Report:
     fused: bool = False
     num_devices: int = 1
     batch_size: int = 0
+    sequential: bool = False
+    planned_samples: int = 0
+    looks: list = field(default_factory=list)
+    tv_null_mean: float | None = None
+    tv_debiased: float | None = None
+    tv_interval_method: str = ""
 
     # Report.plot: p-values below P_FLOOR are drawn at -log10(P_FLOOR) and marked capped; every cell drawn
     # is labelled by its tokens when at most MAX_CELL_LABELS are drawn, else the DEVIANT_CELL_LABELS
@@ -110,15 +130,22 @@ class Report:
 
     def summary(self) -> str:
         """A plain-text table of the tests and the verdict."""
+        stopped = ""
+        if self.sequential:
+            stopped = (f" (stopped at look {len(self.looks)} of a plan of {self.planned_samples:,})"
+                       if self.num_samples < self.planned_samples else f" (sequential, {len(self.looks)} looks)")
         lines = [
             f"{'PASSED' if self.passed else 'FAILED'}: {self.sampler or 'sampler'} vs {self.target or 'target'}"
-            f" | n = {self.num_samples:,} | alpha = {self.alpha:g} (Holm over {len(self.tests)} tests)",
+            f" | n = {self.num_samples:,}{stopped} | alpha = {self.alpha:g} (weighted Holm over "
+            f"{sum(t.weight is not None for t in self.tests)} tests)",
             f"resolution: detects TV >= {self.resolution:.3g} with probability {self.power:g}"
             f" | {self.samples_per_second:,.0f} samples/s"
             f" ({'compiled loop' if self.fused else 'Python loop'}, {self.num_devices} device(s))",
             f"TV estimate {self.tv_estimate:.4g}, {100 * (1 - self.alpha):g}% interval "
             f"[{self.tv_interval[0]:.4g}, {self.tv_interval[1]:.4g}] ({self.tv_scope})"
             + (f", exact TV {self.exact_tv:.4g}" if self.exact_tv is not None else ""),
+            *([f"an exact sampler shows a plug-in TV of {self.tv_null_mean:.4g} on average at this n; "
+               f"bias-corrected estimate {self.tv_debiased:.4g}"] if self.tv_null_mean is not None else []),
             f"{'test':<28}{'statistic':>10}{'value':>14}{'df':>8}{'p':>12}{'p (Holm)':>12}",
         ]
         for t in self.tests:

@@ -38,16 +38,22 @@ class Sampler:
     returning one) is given, :func:`~arprob.verify.check` reports the exact
     TV distance to the target next to the statistical verdict.  A ``law`` given
     as an array is checked here (finite, non-negative, summing to one).
+    ``jax=True`` says ``fn`` is a JAX function (``check`` then runs a fixed-n
+    test by default, compiled with the counting); ``False`` or ``None`` (not
+    known) make ``check`` sequential by default.
     """
 
     fn: Callable[..., Any]
     law: Any = None
     name: str = "sampler"
+    jax: bool | None = None
 
     def __post_init__(self):
         owner = "Sampler"
         if not callable(self.fn):
             raise ArprobTypeError(f"{owner}: fn must be callable as fn(key, num_samples), got {_show(self.fn)}")
+        if self.jax is not None and not isinstance(self.jax, bool):
+            raise ArprobTypeError(f"{owner}: jax must be True, False or None, got {_show(self.jax)}")
         if not isinstance(self.name, str):
             raise ArprobTypeError(f"{owner}: name must be a string, got {_show(self.name)}")
         if self.law is not None and not callable(self.law):
@@ -89,4 +95,4 @@ def from_law(law, vocab_size: int, length: int, *, name: str = "from_law") -> Sa
                      fix="draw fewer samples per call (check draws in batches: pass batch_size=...)")
         return draw(key, num_samples)
 
-    return Sampler(fn, law, name)
+    return Sampler(fn, law, name, jax=True)

@@ -26,6 +26,13 @@ warm-up batch is drawn on a real engine.  ``fuse=True`` traces first (the
 caller says the sampler is a JAX function), and a compiled loop already cached
 for the same sampler object is reused for every batch.
 
+**Looks.**  With ``looks`` (increasing batch counts) and ``on_look``, the run
+pauses after exactly those batches (chunks never cross a look, on any number of
+devices), hands ``on_look`` a :class:`Streamed` snapshot of the totals so far,
+and stops when it returns ``True``: the sequential test of
+:func:`arprob.verify.check` and its sample split are built on this.  A look
+sees the same counts on one device or many.
+
 Counts are int32 inside a chunk (the chunk is sized so that they cannot
 overflow) and int64 on the host; float accumulators (the calibration test's
 expected masses, NFE) are returned per batch and summed on the host in batch
@@ -69,6 +76,8 @@ class Streamed(NamedTuple):
     num_devices: int
     batch_size: int
     timed_samples: int  # samples drawn within ``seconds`` (the host path's first batch also compiles)
+    num_samples: int = 0  # samples drawn and counted (less than asked when a look stopped the run)
+    done_batches: int = 0  # batches drawn and counted
 
 
 def resolve_devices(owner: str, devices):
@@ -128,7 +137,7 @@ _COMPILED_SIZE = 16
 
 def stream(owner: str, sampler, counter, counter_shapes, *, num_samples: int, batch_size: int, length: int,
            key_sampler, key_count, devices=None, fuse=None, progress=None, increments: int = 1,
-           cache_key=None, cache_refs=()) -> Streamed:
+           cache_key=None, cache_refs=(), looks=(), on_look=None) -> Streamed:
     """Draw ``num_samples`` samples in batches and return their counts (see the module docstring).
 
     ``counter(tokens, weights, key) -> (counts, floats, out_of_range, impossible, example)``
@@ -140,12 +149,14 @@ def stream(owner: str, sampler, counter, counter_shapes, *, num_samples: int, ba
     sample size and the seed are arguments of the compiled function, so a run
     over many seeds compiles once.  ``cache_refs`` are the objects the key's
     ids stand for (the target): the entry holds them, so an id is never reused
-    while its entry lives.
+    while its entry lives.  ``looks`` (increasing batch counts in ``[1, num_batches]``) and
+    ``on_look(snapshot) -> bool`` pause the run after those batches; ``True`` stops it there.
     """
     mesh, num_devices = resolve_devices(owner, devices)
     full_batches, remainder = divmod(num_samples, batch_size)
     num_batches = full_batches + (1 if remainder else 0)
     capacity = _chunk_capacity(batch_size, increments)
+    looks = tuple(sorted({int(b) for b in looks if 1 <= int(b) <= num_batches})) if on_look is not None else ()
     traced, probe = None, None
     if fuse is not False:
         devices_key = None if mesh is None else tuple(d.id for d in np.asarray(mesh.devices).reshape(-1))
@@ -159,8 +170,11 @@ def stream(owner: str, sampler, counter, counter_shapes, *, num_samples: int, ba
             if fuse is None:
                 # batch 0 on the host, counted: a non-JAX sampler is never called outside the counted batches
                 probe = _HostRun(owner, sampler, counter, counter_shapes, num_samples, batch_size, length,
-                                 key_sampler, key_count, full_batches, remainder, num_batches, progress)
+                                 key_sampler, key_count, full_batches, remainder, num_batches, progress,
+                                 looks, on_look)
                 probe.run(0, 1)
+                if probe.stopped:
+                    return probe.result()
             if probe is not None and (num_batches == 1 or not probe.returned_jax):
                 traced, error = None, None
             else:
@@ -180,12 +194,12 @@ def stream(owner: str, sampler, counter, counter_shapes, *, num_samples: int, ba
                                        "(a JAX function); this one runs on the host, so leave devices=None")
         if probe is None:
             probe = _HostRun(owner, sampler, counter, counter_shapes, num_samples, batch_size, length,
-                             key_sampler, key_count, full_batches, remainder, num_batches, progress)
+                             key_sampler, key_count, full_batches, remainder, num_batches, progress, looks, on_look)
         probe.run(probe.done, num_batches)
         return probe.result()
     scalars = (key_sampler, key_count, jnp.int32(full_batches), jnp.int32(remainder))
     return _run_fused(traced, scalars, counter_shapes, num_batches, batch_size, num_devices, capacity, num_samples,
-                      progress, host=probe)
+                      progress, host=probe, looks=looks, on_look=on_look)
 
 
 def _trace_fused(sampler, counter, counter_shapes, batch_size, length, capacity, mesh, num_devices, owner,
@@ -243,8 +257,19 @@ def _trace_fused(sampler, counter, counter_shapes, batch_size, length, capacity,
     return (compiled, time.perf_counter() - start, nfe_seen[0] if nfe_seen else False), None
 
 
+def _samples_in(batches: int, batch_size: int, num_samples: int) -> int:
+    """Samples in the first ``batches`` batches (only the last batch is partial)."""
+    return min(num_samples, batches * batch_size)
+
+
+def _sum_floats(float_parts, float_sizes):
+    return [None if parts is None else np.sum(np.concatenate([p for p in parts if p.size] or [np.zeros((0, size))]),
+                                              axis=0)
+            for parts, size in zip(float_parts, float_sizes)]
+
+
 def _run_fused(traced, scalars, counter_shapes, num_batches, batch_size, num_devices, capacity, num_samples,
-               progress, host=None):
+               progress, host=None, looks=(), on_look=None):
     """Run the compiled loop over the batches that ``host`` (a :class:`_HostRun`, or None) has not drawn."""
     compiled, compile_seconds, has_nfe = traced
     count_sizes, float_sizes = counter_shapes
@@ -261,11 +286,21 @@ def _run_fused(traced, scalars, counter_shapes, num_batches, batch_size, num_dev
         done_batches = host.done
         compile_seconds += host.compile_seconds + host.elapsed
         timed_samples = num_samples - min(num_samples, host.done * batch_size)
+
+    def snapshot():
+        nfe = float(np.sum(np.concatenate(nfe_parts))) if has_nfe and nfe_parts else None
+        drawn = _samples_in(done_batches, batch_size, num_samples)
+        timed = max(1, drawn - (num_samples - timed_samples))
+        return Streamed([t.copy() for t in totals], _sum_floats(float_parts, float_sizes), nfe, out_of_range,
+                        impossible, example, max(elapsed, 1e-12), compile_seconds, True, num_devices, batch_size,
+                        timed, drawn, done_batches)
+
     while done_batches < num_batches:
-        remaining = num_batches - done_batches
+        stop_at = next((b for b in looks if b > done_batches), num_batches)
+        remaining = stop_at - done_batches
         per_device = max(1, min(per_device, capacity, -(-remaining // num_devices)))
         firsts = done_batches + per_device * np.arange(num_devices)
-        counts_per = np.clip(num_batches - firsts, 0, per_device)
+        counts_per = np.clip(stop_at - firsts, 0, per_device)
         start = time.perf_counter()
         out = compiled(jnp.asarray(firsts, jnp.int32), jnp.asarray(counts_per, jnp.int32), *scalars)
         out = jax.device_get(out)
@@ -290,12 +325,9 @@ def _run_fused(traced, scalars, counter_shapes, num_batches, batch_size, num_dev
         # size the next call to about TARGET_CALL_SECONDS
         per_batch = seconds / max(1, per_device)
         per_device = max(1, int(TARGET_CALL_SECONDS / max(per_batch, 1e-9)))
-    floats_total = [None if parts is None else np.sum(np.concatenate([p for p in parts if p.size] or
-                                                                     [np.zeros((0, size))]), axis=0)
-                    for parts, size in zip(float_parts, float_sizes)]
-    nfe_total = float(np.sum(np.concatenate(nfe_parts))) if has_nfe else None
-    return Streamed(totals, floats_total, nfe_total, out_of_range, impossible, example, max(elapsed, 1e-12),
-                    compile_seconds, True, num_devices, batch_size, max(timed_samples, 1))
+        if done_batches in looks and on_look(snapshot()):
+            break
+    return snapshot()
 
 
 class _HostRun:
@@ -306,8 +338,9 @@ class _HostRun:
     """
 
     def __init__(self, owner, sampler, counter, counter_shapes, num_samples, batch_size, length, key_sampler,
-                 key_count, full_batches, remainder, num_batches, progress):
+                 key_count, full_batches, remainder, num_batches, progress, looks=(), on_look=None):
         self.owner, self.sampler, self.length = owner, sampler, length
+        self.looks, self.on_look, self.stopped = looks, on_look, False
         self.num_samples, self.batch_size, self.num_batches = num_samples, batch_size, num_batches
         self.key_sampler, self.key_count = key_sampler, key_count
         self.full_batches, self.remainder, self.progress = full_batches, remainder, progress
@@ -324,7 +357,11 @@ class _HostRun:
     def run(self, first: int, stop: int):
         for batch in range(first, stop):
             start = time.perf_counter()
-            tokens, nfe = split_output(self.sampler(jax.random.fold_in(self.key_sampler, batch), self.batch_size))
+            batch_key = jax.random.fold_in(self.key_sampler, batch)
+            if batch == 0:
+                tokens, nfe = split_output(_first_call(self.owner, self.sampler, batch_key, self.batch_size))
+            else:
+                tokens, nfe = split_output(self.sampler(batch_key, self.batch_size))
             _check_tokens(self.owner, tokens, self.batch_size, self.length)
             if batch == 0:
                 self.returned_jax = isinstance(tokens, jax.Array)
@@ -352,14 +389,38 @@ class _HostRun:
             self.done = batch + 1
             if self.progress is not None:
                 self.progress(min(self.done * self.batch_size, self.num_samples), self.num_samples, self.elapsed)
+            if self.done in self.looks and self.on_look(self.result()):
+                self.stopped = True
+                return
 
     def result(self) -> Streamed:
-        floats_total = [None if parts is None else np.sum(np.concatenate(parts or [np.zeros((0, size))]), axis=0)
-                        for parts, size in zip(self.float_parts, self.float_sizes)]
-        nfe_total = float(np.sum(np.concatenate(self.nfe_parts))) if self.has_nfe else None
-        timed = self.num_samples - (self.batch_size if self.num_batches > 1 else 0)
-        return Streamed(self.totals, floats_total, nfe_total, self.out_of_range, self.impossible, self.example,
-                        max(self.elapsed, 1e-12), self.compile_seconds, False, 1, self.batch_size, timed)
+        """The totals so far (copies: a look's snapshot is not changed by later batches)."""
+        nfe_total = float(np.sum(np.concatenate(self.nfe_parts))) if self.has_nfe and self.nfe_parts else None
+        drawn = _samples_in(self.done, self.batch_size, self.num_samples)
+        timed = max(1, drawn - (self.batch_size if self.num_batches > 1 else 0))
+        elapsed = self.elapsed
+        if self.done == 1 and self.num_batches > 1:  # stopped after batch 0: its time is all there is to report
+            timed, elapsed = drawn, self.compile_seconds
+        return Streamed([t.copy() for t in self.totals], _sum_floats(self.float_parts, self.float_sizes), nfe_total,
+                        self.out_of_range, self.impossible, self.example, max(elapsed, 1e-12),
+                        self.compile_seconds, False, 1, self.batch_size, timed, drawn, self.done)
+
+
+def _first_call(owner: str, sampler, key, batch_size: int):
+    """The sampler's first call, with its errors explained: most are a sampler that does not take a JAX key."""
+    from arprob.errors import ArprobError
+
+    try:
+        return sampler(key, batch_size)
+    except ArprobError:
+        raise
+    except Exception as error:
+        raise ArprobTypeError(
+            f"{owner}: the sampler's first call, sampler(key, {batch_size}), raised {type(error).__name__}: "
+            f"{error}. check calls the sampler as sampler(key, num_samples) with a JAX PRNG key first; a sampler "
+            "written as sampler(num_samples, key) must be wrapped (lambda key, n: f(n, key)), and a NumPy or "
+            "PyTorch sampler that wants an integer seed or a numpy Generator takes seed_type='int' or "
+            "seed_type='numpy' (or converts the key with arprob.verify.seeds(key, 1))") from error
 
 
 def choose_batch_size(num_samples: int, bytes_per_sample: float, num_devices: int = 1) -> int:
