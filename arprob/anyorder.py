@@ -50,7 +50,7 @@ from arprob._validation import (
     check_tokens,
     is_concrete,
 )
-from arprob.conditionals import as_conditionals, join_static, split_static
+from arprob.conditionals import ExactConditionals, as_conditionals, join_static, split_static
 from arprob.errors import EnumerationTooLargeError, InvalidOrderError
 
 __all__ = ["AnyOrderAR", "LogProbSpread", "OrderInconsistency", "subset_log_conditionals"]
@@ -233,6 +233,35 @@ class AnyOrderAR:
         orders = jnp.broadcast_to(order, batch_shape + (self.length,)).reshape(-1, self.length)
         dynamic, static = split_static(self.conditionals)
         return _order_log_prob(dynamic, static, xs, orders).reshape(batch_shape)
+
+    def next_token_logits(self, prefixes, lengths=None):
+        r"""The left-to-right factors of :meth:`log_prob` under the identity order, for padded prefixes.
+
+        .. math::
+
+            \mathrm{logits}[b, v] = \log q(x_{n_b} = v \mid x_{<n_b} = \mathrm{prefixes}[b, :n_b]),
+            \qquad n_b = \mathrm{lengths}[b],
+
+        the family's answer at position :math:`n_b` with the prefix observed, normalised
+        (``log_softmax``): the next-token law of :math:`q_{\mathrm{id}}`, the order
+        ``range(L)`` autoregressive model (not of the order mixture :math:`\bar q`, unless the
+        family is consistent).  One network call for the whole batch.  Arguments, shapes and
+        checks as :meth:`arprob.TabularJoint.next_token_logits` (padding from ``lengths`` on is
+        ignored whatever it holds, ``0 <= lengths < L``); for an exact family the model's own
+        method answers (:class:`~arprob.HMM` and chain models by their fast kernels).
+
+        Returns
+        -------
+        Float[Array, "*batch V"]
+        """
+        from arprob.distributions.base import check_prefixes
+
+        if isinstance(self.conditionals, ExactConditionals):
+            return self.conditionals.model.next_token_logits(prefixes, lengths)
+        prefixes, lengths = check_prefixes("AnyOrderAR.next_token_logits", prefixes, lengths,
+                                           vocab_size=self.vocab_size, length=self.length)
+        dynamic, static = split_static(self.conditionals)
+        return _next_token_logits(dynamic, static, prefixes, lengths)
 
     def expected_nll(self, x):
         r"""Exact :math:`\mathbb{E}_\sigma[-\log q_\sigma(x)]` over uniform orders, by the subset form.
@@ -448,6 +477,20 @@ def _order_log_prob(dynamic, static, xs, orders):
         return total + logits[rows, position, xs[rows, position]]
 
     return jax.lax.fori_loop(0, length, step, jnp.zeros(xs.shape[0], jnp.result_type(float)))
+
+
+@partial(jax.jit, static_argnames=("static",))
+def _next_token_logits(dynamic, static, prefixes, lengths):
+    """``log_softmax(family(x, x_{<n} observed))[n]`` for padded prefixes ``(..., P)`` and lengths ``(...)``."""
+    family = join_static(dynamic, static)
+    length = family.length
+    batch = prefixes.shape[:-1]
+    padded = jnp.pad(prefixes, [(0, 0)] * len(batch) + [(0, length - prefixes.shape[-1])])
+    observed = jnp.arange(length) < lengths[..., None]
+    tokens = jnp.where(observed, padded, family.vocab_size).astype(jnp.int32).reshape(-1, length)  # masks
+    logits = jax.nn.log_softmax(family(tokens, observed.reshape(-1, length)), axis=-1)
+    rows = jnp.arange(tokens.shape[0])
+    return logits[rows, lengths.reshape(-1)].reshape(batch + (logits.shape[-1],))
 
 
 def _subset_dp(table, length: int):

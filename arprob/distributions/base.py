@@ -17,12 +17,21 @@ sequences of ``length`` tokens in ``[0, vocab_size)`` (``event_shape ==
 Conditioning on an event of probability zero has no defined answer; arprob
 returns the uniform law there, so that no NaN reaches a sampler, and
 ``marginal_log_prob`` returns ``-inf`` for the event itself.
+
+Left-to-right access, what an engine's forward pass returns:
+
+* ``prefix_conditional_logits(x)`` -- :math:`\log p(x_t = v \mid x_{<t})` for every
+  :math:`t` of full-length inputs, shape ``(..., L, V)``; the mask id :math:`V` marks
+  unknown tokens, left out of the context of later rows;
+* ``next_token_logits(prefixes, lengths)`` -- :math:`\log p(x_{n_b} = v \mid x_{<n_b})` for a
+  batch of padded prefixes of lengths :math:`n_b`, shape ``(..., V)``, one compiled function.
 """
 
 from __future__ import annotations
 
 import sys
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from numpyro.distributions import Distribution, constraints
@@ -39,7 +48,7 @@ from arprob._validation import (
     check_tokens,
     is_concrete,
 )
-from arprob.errors import ArprobTypeError, ShapeError
+from arprob.errors import ArprobTypeError, InvalidArgumentError, InvalidTokenError, ShapeError
 
 DEFAULT_MAX_ENTRIES = 2**26
 
@@ -52,6 +61,92 @@ def law_entropy(law) -> np.ndarray:
     law = np.asarray(law, dtype=np.float64)
     terms = np.where(law > 0, law * np.log(np.where(law > 0, law, 1.0)), 0.0)
     return -terms.sum(axis=-1)
+
+
+def check_prefixes(owner: str, prefixes, lengths, *, vocab_size: int, length: int, check_values: bool = True):
+    """Validated ``(prefixes (..., P), lengths (...))`` of a ``next_token_logits`` method.
+
+    Shapes and dtypes are checked always (they are static under ``jit``); values only when
+    concrete and ``check_values``.  Entries at or beyond ``lengths`` are padding
+    and are not checked.
+    """
+    if not hasattr(prefixes, "dtype"):
+        prefixes = np.asarray(prefixes)
+        if prefixes.size == 0:
+            prefixes = prefixes.astype(np.int32)  # [] or [[], []]: empty prefixes
+    if prefixes.ndim < 1:
+        raise ShapeError(f"{owner}: prefixes is a scalar, expected shape (P,) or (..., P) with P <= length="
+                         f"{length} (one row per prefix, padded to a common width P)")
+    width = prefixes.shape[-1]
+    if width > length:
+        raise ShapeError(f"{owner}: prefixes has shape {tuple(prefixes.shape)}, expected (..., P) with P <= "
+                         f"length={length} (padding beyond the sequence length is not needed)")
+    if not jnp.issubdtype(prefixes.dtype, jnp.integer) and prefixes.size:
+        raise InvalidTokenError(f"{owner}: prefixes has dtype {prefixes.dtype}, expected integer token ids in "
+                                f"[0, {vocab_size}) (convert with .astype(int))")
+    batch = tuple(prefixes.shape[:-1])
+    if lengths is None:
+        if width >= length:
+            raise InvalidArgumentError(
+                f"{owner}: prefixes has width {width} = length and lengths was not given, so every prefix is "
+                f"a complete sequence, which has no next token; pass lengths=... (each < {length}) or "
+                "shorter prefixes")
+        lengths = np.full(batch, width, np.int32)
+    if not hasattr(lengths, "dtype"):
+        lengths = np.asarray(lengths)
+    if not jnp.issubdtype(lengths.dtype, jnp.integer) or lengths.dtype == bool:
+        raise ArprobTypeError(f"{owner}: lengths has dtype {lengths.dtype}, expected integers (the number of "
+                              "known tokens of each prefix)")
+    try:
+        shape = np.broadcast_shapes(tuple(lengths.shape), batch)
+    except ValueError:
+        shape = None
+    if shape != batch:
+        raise ShapeError(f"{owner}: lengths has shape {tuple(lengths.shape)} and prefixes has shape "
+                         f"{tuple(prefixes.shape)}; expected lengths of shape {batch} (one length per prefix "
+                         "row, i.e. prefixes.shape[:-1])")
+    if check_values and is_concrete(lengths):
+        values = np.broadcast_to(np.asarray(lengths), batch)
+        for bad, what in ((values < 0, "negative"), (values >= length, f">= length={length}"),
+                          (values > width, f"> the prefix width {width}")):
+            if bad.any():
+                index = tuple(int(i) for i in np.argwhere(bad)[0])
+                where = f"lengths[{', '.join(map(str, index))}]" if index else "lengths"
+                hint = (" (a complete sequence has no next token; use log_prob to score it)"
+                        if values[index] >= length else "")
+                raise InvalidArgumentError(
+                    f"{owner}: {where} is {int(values[index])} ({what}); expected 0 <= lengths <= "
+                    f"min(prefixes.shape[-1], length - 1) = {min(width, length - 1)}{hint}")
+        if is_concrete(prefixes) and width:
+            array = np.asarray(prefixes)
+            inside = np.arange(width) < values[..., None]
+            bad = inside & ((array < 0) | (array >= vocab_size))
+            if bad.any():
+                index = tuple(int(i) for i in np.argwhere(bad)[0])
+                value = int(array[index])
+                what = (f"the mask id {vocab_size}" if value == vocab_size else f"token {value}")
+                raise InvalidTokenError(
+                    f"{owner}: prefixes[{', '.join(map(str, index))}] holds {what} inside its prefix "
+                    f"(lengths[{', '.join(map(str, index[:-1]))}] = {int(values[index[:-1]])}); expected "
+                    f"tokens in [0, {vocab_size}) before lengths (entries from lengths on are padding and may "
+                    "hold anything; condition on scattered known tokens with conditional_logits)")
+    return jnp.asarray(prefixes), jnp.broadcast_to(jnp.asarray(lengths), batch)
+
+
+@jax.jit
+def _next_token_logits(model, prefixes, lengths):
+    """One compiled function per model type and shapes: pad to ``L``, blank the padding, call the kernel."""
+    length = model.length
+    padded = jnp.pad(prefixes, [(0, 0)] * (prefixes.ndim - 1) + [(0, length - prefixes.shape[-1])])
+    inside = jnp.arange(length) < lengths[..., None]
+    tokens = jnp.where(inside, padded, 0).astype(jnp.int32)  # padding holds anything: never read
+    return model._next_token_kernel(tokens, lengths.astype(jnp.int32))
+
+
+def _pick_row(logits, lengths):
+    """``logits[..., lengths, :]`` for ``(..., L, V)`` logits, broadcasting ``lengths (...)`` (no NaN from -inf)."""
+    rows = jnp.arange(logits.shape[-2]) == lengths[..., None]  # (..., L)
+    return jnp.sum(jnp.where(rows[..., None], logits, 0.0), axis=-2)
 
 
 class SequenceDistribution(Distribution):
@@ -118,6 +213,90 @@ class SequenceDistribution(Distribution):
         # unobserved positions may hold the mask id; replace it by a valid token
         return jnp.where(observed, tokens, 0).astype(jnp.int32), observed
 
+    def _check_masked(self, tokens, name: str = "x"):
+        """Full-length tokens in ``[0, V]`` (``V``: the mask id, an unknown token); returns ``(tokens, known)``.
+
+        ``tokens`` has the mask id replaced by 0 (a valid token that is never read) and ``known`` is
+        ``tokens != V``.
+        """
+        owner = self._owner()
+        if self._checks_on:
+            check_shape(owner, name, tokens, (self.length,))
+            if is_concrete(tokens):
+                array = np.asarray(tokens)
+                if not np.issubdtype(array.dtype, np.integer):
+                    check_tokens(owner, name, array, self.vocab_size)  # raises the dtype error
+                bad = (array < 0) | (array > self.vocab_size)
+                if bad.any():
+                    index = tuple(int(i) for i in np.argwhere(bad)[0])
+                    raise InvalidTokenError(
+                        f"{owner}: {name}[{', '.join(map(str, index))}] is {int(array[index])}; expected a token "
+                        f"in [0, {self.vocab_size}) or the mask id {self.vocab_size} (an unknown token, left out "
+                        "of the context of later positions)")
+        tokens = jnp.asarray(tokens)
+        known = tokens != self.vocab_size
+        return jnp.where(known, tokens, 0).astype(jnp.int32), known
+
+    def _check_prefixes(self, prefixes, lengths):
+        return check_prefixes(f"{type(self).__name__}.next_token_logits", prefixes, lengths,
+                              vocab_size=self.vocab_size, length=self.length, check_values=self._checks_on)
+
+    def next_token_logits(self, prefixes, lengths=None):
+        r"""Next-token log-probabilities after a batch of padded prefixes, shape ``(..., V)``.
+
+        .. math::
+
+            \mathrm{logits}[b, v] = \log p(x_{n_b} = v \mid x_{<n_b} = \mathrm{prefixes}[b, :n_b])
+            = \log rac{\sum_{y:\ y_{<n_b} = \mathrm{prefix}_b,\ y_{n_b} = v} p(y)}
+                        {\sum_{y:\ y_{<n_b} = \mathrm{prefix}_b} p(y)},
+            \qquad n_b = \mathrm{lengths}[b],
+
+        what an engine's forward pass returns for a batch of prompts.  Normalised: ``logsumexp``
+        over ``v`` is 0, ``-inf`` marks an impossible next token.
+
+        Parameters
+        ----------
+        prefixes : Int[Array, "*batch P"]
+            Row ``b`` holds its prefix in its first ``lengths[b]`` entries, tokens in ``[0, V)``.  The
+            rest of the row is padding, ignored whatever it holds (any integer: the mask id ``V``, a
+            pad id, -1); it is not checked.  ``P <= length`` (rows are padded to ``length`` inside).
+            A 1-d ``prefixes`` is one prefix.
+        lengths : Int[Array, "*batch"], optional
+            :math:`n_b`, with ``0 <= lengths[b] <= min(P, length - 1)`` (a complete sequence has no
+            next token).  Default: ``P`` for every row (unpadded prefixes).
+
+        Returns
+        -------
+        Float[Array, "*batch V"]
+            Broadcast with the model's ``batch_shape``; ``(V,)`` for one prefix.
+
+        Notes
+        -----
+        A prefix of probability zero has no conditional: the library's convention applies (the
+        uniform law, ``-log V`` everywhere, never NaN), except for chain models
+        (:class:`~arprob.MarkovChain`, :class:`~arprob.NGram`), whose answer is the table row of the
+        last :math:`K` tokens, as for :meth:`prefix_conditional_logits`.
+
+        Validation: shapes and dtypes always; values (lengths in range, tokens inside the prefixes)
+        when concrete and ``validate_args`` is not ``False``.  Under ``jax.jit`` the values pass
+        unchecked.  Generic version: one :meth:`conditional_logits` query per row with the prefix
+        observed, ``O(L)`` times the cost of a single position; :class:`~arprob.TabularJoint`,
+        :class:`~arprob.MarkovChain`, :class:`~arprob.NGram` and :class:`~arprob.HMM` override
+        the kernel (a table sum, a table row, a forward filter).  Equal to the row
+        ``prefix_conditional_logits(x)[..., n, :]`` of any completion ``x`` of the prefix
+        (tests/test_next_token_logits.py).
+        """
+        prefixes, lengths = self._check_prefixes(prefixes, lengths)
+        return _next_token_logits(self, prefixes, lengths)
+
+    def _next_token_kernel(self, tokens, lengths):
+        """Generic kernel: ``conditional_logits`` with the prefix observed, row ``lengths``.
+
+        ``tokens (..., L)`` int32 with the padding already replaced by 0; ``lengths (...)`` int32.
+        """
+        observed = jnp.arange(self.length) < lengths[..., None]
+        return _pick_row(self.conditional_logits(tokens, observed), lengths)
+
     # -- exact laws -------------------------------------------------------
     def law(self, *, max_entries: int = DEFAULT_MAX_ENTRIES) -> np.ndarray:
         """Float64 probabilities of all ``V**L`` sequences, lexicographic order.
@@ -175,12 +354,19 @@ class SequenceDistribution(Distribution):
         r"""Next-token log-probabilities :math:`\log p(x_t = v \mid x_{<t})`, shape ``(..., L, V)``.
 
         The left-to-right chain-rule factors (used by the Rosenblatt test in
-        :func:`arprob.verify.check`).  Generic version: one any-subset query per
-        position with the prefix observed.
+        :func:`arprob.verify.check`).  Row :math:`t` reads only :math:`x_{<t}`.  ``x`` may hold the
+        mask id :math:`V` (an unknown token, e.g. as padding after a prefix): masked positions are
+        left out of the context, so row :math:`t` is
+        :math:`\log p(x_t = v \mid x_j,\ j < t,\ x_j \ne V)` -- after a prefix of :math:`n`
+        tokens padded with masks, row :math:`n` is the next-token law and rows beyond it are
+        :math:`\log p(x_t = v \mid x_{<n})`.  Rows whose context has probability zero follow
+        the model's convention (see :meth:`next_token_logits`).  Generic version: one
+        any-subset query per position with the known prefix observed.
         """
-        x = self._check_clean(x)
+        x, known = self._check_masked(x)
         prefix = jnp.tril(jnp.ones((self.length, self.length), bool), k=-1)  # [t, j]: j < t
-        logits = self.conditional_logits(jnp.asarray(x)[..., None, :], prefix)  # (..., L_t, L, V)
+        observed = prefix & known[..., None, :]
+        logits = self.conditional_logits(x[..., None, :], observed)  # (..., L_t, L, V)
         index = jnp.arange(self.length)
         return logits[..., index, index, :]
 

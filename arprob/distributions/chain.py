@@ -36,9 +36,12 @@ from arprob._validation import (
 from arprob.distributions.base import MAX_LENGTH, SequenceDistribution
 from arprob.errors import InvalidProbabilityError, ShapeError
 from arprob.inference.chain import (
+    _evidence,
+    _forward,
     chain_conditional_logits,
     chain_log_prob,
     chain_marginal_log_prob,
+    normalize_or_uniform,
     start_window_index,
     window_indices,
 )
@@ -128,10 +131,58 @@ class _ChainModel(SequenceDistribution):
                              signature="(w,v),(l),(l)->(l,v)")(self.log_table, x, observed)
 
     def prefix_conditional_logits(self, x):
-        r""":math:`\log p(x_t = v \mid x_{<t})`, shape ``(..., L, V)``: rows of the table."""
-        x = self._check_clean(x).astype(jnp.int32)
+        r""":math:`\log p(x_t = v \mid x_{<t})`, shape ``(..., L, V)``: rows of the table.
+
+        Row :math:`t` is the table row of the window :math:`w_{t-1}` of the last :math:`K` tokens,
+        also where the prefix has probability zero (what the model's forward pass gives).  Where
+        ``x`` holds the mask id :math:`V` (an unknown token), the rows after it are
+        :math:`\log p(x_t = v \mid x_j,\ j < t,\ x_j \ne V) = \log \sum_w
+        p(w_{t-1} = w \mid \text{known } x_{<t})\, p(v \mid w)` by a forward pass over windows
+        with evidence on the known tokens (:math:`O(L (V+1)^K V)`, uniform where that context has
+        probability zero); rows whose window is fully known stay table rows.
+        """
+        x, known = self._check_masked(x)
+        if is_concrete(x, known) and bool(np.all(np.asarray(known))):
+            return self._table_rows(x)
+        # traced: decided at run time (a select of both branches when vmapped by the caller)
+        return jax.lax.cond(jnp.all(known), lambda x, known: self._table_rows(x),
+                            self._masked_prefix_rows, x, known)
+
+    def _table_rows(self, x):
         windows = window_indices(x, self.vocab_size, self.context_size)
         return jnp.vectorize(lambda table, w: table[w], signature="(w,v),(l)->(l,v)")(self.log_table, windows)
+
+    def _masked_prefix_rows(self, x, known):
+        """Rows of :meth:`prefix_conditional_logits` when some tokens are unknown (``known`` False)."""
+        kwargs = self._kernel_kwargs()
+        start = start_window_index(self.vocab_size, self.context_size)
+        # row t reads only known x_{t-K:t}: its window is fully known iff no unknown token in the last K
+        unknown = (~known).astype(jnp.int32)
+        count = jnp.cumsum(jnp.pad(unknown, [(0, 0)] * (unknown.ndim - 1) + [(self.context_size, 0)]), axis=-1)
+        window_known = (count[..., self.context_size:] - count[..., :-self.context_size]) == 0  # over [t-K, t)
+        window_known = jnp.concatenate([jnp.ones_like(window_known[..., :1]), window_known[..., :-1]], axis=-1)
+
+        def single(log_table, tokens, observed):
+            table = jnp.exp(log_table)
+            evidence = _evidence(tokens, observed, self.vocab_size, table.dtype)
+            scaled, _ = _forward(table, evidence, **kwargs)  # p(w_t | known x_{<=t}), (L, W)
+            first = jnp.zeros((1, table.shape[0]), table.dtype).at[0, start].set(1.0)
+            previous = jnp.concatenate([first, scaled[:-1]], axis=0)  # p(w_{t-1} | known x_{<t})
+            mass = jnp.matmul(previous, table, precision=jax.lax.Precision.HIGHEST)
+            return normalize_or_uniform(jnp.log(mass))
+
+        filtered = jnp.vectorize(single, signature="(w,v),(l),(l)->(l,v)")(self.log_table, x, known)
+        return jnp.where(window_known[..., None], self._table_rows(x), filtered)
+
+    def _next_token_kernel(self, tokens, lengths):
+        r"""The table row of the window :math:`(x_{n-K}, \dots, x_{n-1})`, BOS before the start."""
+        base = self.vocab_size + 1
+        window = jnp.zeros(lengths.shape, jnp.int32)
+        for j in range(self.context_size):
+            position = lengths - self.context_size + j
+            token = jnp.take_along_axis(tokens, jnp.clip(position, 0, self.length - 1)[..., None], axis=-1)[..., 0]
+            window = window * base + jnp.where(position >= 0, token, self.vocab_size)
+        return jnp.vectorize(lambda table, w: table[w], signature="(w,v),()->(v)")(self.log_table, window)
 
     def sampling_table(self):
         r"""The rows :math:`p(\cdot \mid w)` as a :class:`~arprob._random.SamplingTable`, computed once.

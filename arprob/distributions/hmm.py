@@ -204,8 +204,8 @@ def _conditionals(model, x, observed):
 
 
 @jax.jit
-def _prefix_conditionals(model, x):
-    return jnp.vectorize(model._prefix_one, signature="(l)->(l,v)")(x)
+def _prefix_conditionals(model, x, known):
+    return jnp.vectorize(model._prefix_one, signature="(l),(l)->(l,v)")(x, known)
 
 
 class HMM(SequenceDistribution):
@@ -320,11 +320,22 @@ class HMM(SequenceDistribution):
         weights = predicted * jnp.exp(log_backward - jnp.where(jnp.isfinite(top), top, 0.0))
         return _safe_log_mix(weights, self.emission_probs)
 
-    def _prefix_one(self, x):
-        observed = jnp.ones(self.length, bool)
+    def _prefix_one(self, x, known):
         predicted = hmm_filter(self.log_initial, self.log_transition, self._log_likelihoods(x),
-                               mask=observed).predicted_probs
+                               mask=known).predicted_probs
         return _safe_log_mix(predicted, self.emission_probs)
+
+    def _next_token_kernel(self, tokens, lengths):
+        r"""Forward filter over the prefix (evidence masked from ``lengths`` on), then
+        :math:`p(x_n = v \mid x_{<n}) = \sum_k p(z_n = k \mid x_{<n}) E_{kv}`."""
+
+        def single(x, length):
+            observed = jnp.arange(self.length) < length
+            predicted = hmm_filter(self.log_initial, self.log_transition, self._log_likelihoods(x),
+                                   mask=observed).predicted_probs
+            return _safe_log_mix(predicted[length], self.emission_probs)
+
+        return jnp.vectorize(single, signature="(l),()->(v)")(tokens, lengths)
 
     # -- protocol ------------------------------------------------------------
     def log_prob(self, value):
@@ -347,9 +358,14 @@ class HMM(SequenceDistribution):
         return _conditionals(self, x, observed)
 
     def prefix_conditional_logits(self, x):
-        r""":math:`\log p(x_t = v \mid x_{<t})`, shape ``(..., L, V)``: predicted states mixed through :math:`E`."""
-        x = self._check_clean(x).astype(jnp.int32)
-        return _prefix_conditionals(self, x)
+        r""":math:`\log p(x_t = v \mid x_{<t})`, shape ``(..., L, V)``: predicted states mixed through :math:`E`.
+
+        One forward filter; positions holding the mask id :math:`V` carry no evidence, so row
+        :math:`t` is :math:`\log p(x_t = v \mid x_j,\ j < t,\ x_j \ne V)`.  Uniform where that
+        context has probability zero.
+        """
+        x, known = self._check_masked(x)
+        return _prefix_conditionals(self, x, known)
 
     def sampling_tables(self):
         r"""``(states, emissions)`` :class:`~arprob._random.SamplingTable`\ s, computed once.

@@ -231,6 +231,23 @@ class TabularJoint(SequenceDistribution):
 
         return jnp.vectorize(single, signature="(n),(l),(l)->(l,v)")(self._flat_logits(), x, observed)
 
+    def _next_token_kernel(self, tokens, lengths):
+        r"""One pass over the table per prefix: :math:`\sum_{y:\ y_{<n} = x_{<n}} p(y)\, [y_n = v]`, normalised.
+
+        :math:`O(V^L L)` per prefix (the generic kernel pays :math:`O(V^L L^2)`).
+        """
+        sequences = self._enumerated()  # (N, L)
+
+        def single(table, x, length):
+            match = jnp.all(jnp.where(jnp.arange(self.length) < length, sequences == x, True), axis=-1)  # (N,)
+            shift = jnp.max(table)
+            weights = jnp.where(match, jnp.exp(table - shift), 0.0)
+            next_tokens = jnp.take(sequences, length, axis=1)  # (N,)
+            mass = jnp.zeros(self.vocab_size, weights.dtype).at[next_tokens].add(weights)
+            return normalize_or_uniform(jnp.log(mass) + shift)
+
+        return jnp.vectorize(single, signature="(n),(l),()->(v)")(self._flat_logits(), tokens, lengths)
+
     def entropy(self):
         r"""Exact entropy :math:`-\sum_x p(x) \log p(x)` in nats over the table, shape ``batch_shape``.
 
