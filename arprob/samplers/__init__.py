@@ -52,6 +52,14 @@ from arprob.samplers.speculative import (
     speculative_cost,
     speculative_law,
 )
+from arprob.samplers.speculative_with import (
+    ensemble_rule,
+    exact_rule,
+    speculative_with,
+    speculative_with_cost,
+    speculative_with_law,
+    transformers_rule,
+)
 
 __all__ = [
     "AncestralStats",
@@ -72,6 +80,8 @@ __all__ = [
     "blockwise_parallel",
     "blockwise_parallel_cost",
     "blockwise_parallel_law",
+    "ensemble_rule",
+    "exact_rule",
     "expected_tokens_per_call",
     "first_hitting",
     "first_hitting_law",
@@ -90,7 +100,11 @@ __all__ = [
     "speculative",
     "speculative_cost",
     "speculative_law",
+    "speculative_with",
+    "speculative_with_cost",
+    "speculative_with_law",
     "spectr",
     "spectr_cost",
     "spectr_law",
+    "transformers_rule",
 ]
