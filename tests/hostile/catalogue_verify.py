@@ -182,6 +182,36 @@ def _build_resolution():
                         "projections": "auto", "max_joint_cells": 2**10, "seed": 0}
 
 
+def _build_plan_for():
+    from arprob.verify import plan_for
+
+    return plan_for, {"target": _small_model(), "deviation": 0.05, "power": 0.9, "alpha": 1e-3,
+                      "projections": "auto", "max_joint_cells": 2**10, "num_samples": None, "sequential": True,
+                      "batch_size": None, "sampler": None, "probe_samples": 256}
+
+
+def _build_seeds():
+    from arprob.verify import seeds
+
+    return seeds, {"key": _key(), "num": 4}
+
+
+def _build_weighted_holm():
+    from arprob.verify import holm
+
+    return holm, {"p_values": np.array([0.01, 0.2, 0.03]), "weights": np.array([0.5, 0.25, 0.25])}
+
+
+def _build_check_seed_type():
+    from arprob.verify import check
+
+    def numpy_sampler(seed, num_samples):
+        return np.random.default_rng(seed).integers(0, 2, size=(num_samples, 3)).astype(np.int32)
+
+    return check, {"sampler": numpy_sampler, "target": _small_model(), "num_samples": 64, "seed_type": "int",
+                   "sequential": True, "progress": False}
+
+
 # -- precision ---------------------------------------------------------------------------------
 
 def _build_categorical():
@@ -339,6 +369,22 @@ ENTRIES = [
           extra={"name": (("none", "const", None), ("int", "const", 3))},
           skip=frozenset({("law", "none"), ("law", "drop-last")})),
     Entry("Sampler#call", _build_sampler_call, {"key": "key", "num_samples": "count"}),
+    # num_samples / batch_size / sampler None: planned, chosen, no probe (valid)
+    Entry("plan_for", _build_plan_for,
+          {"target": "model", "deviation": "unit-open", "power": "unit-open", "alpha": "unit-open",
+           "projections": "choice", "max_joint_cells": "count", "num_samples": "count", "sequential": "bool",
+           "batch_size": "count", "sampler": "callable", "probe_samples": "count"},
+          skip=frozenset({("deviation", "one"), ("num_samples", "none"), ("batch_size", "none"),
+                          ("sampler", "none"), ("max_joint_cells", "huge"), ("max_joint_cells", "random-huge"),
+                          ("num_samples", "huge"), ("num_samples", "random-huge"), ("batch_size", "huge"),
+                          ("batch_size", "random-huge")})),
+    Entry("seeds", _build_seeds, {"key": "key", "num": "count"}),
+    # weights are normalised by holm (any positive scale is valid); None means equal weights
+    Entry("holm#weights", _build_weighted_holm, {"weights": "probs"},
+          skip=frozenset({("weights", "extra-dim"), ("weights", "unnormalized"), ("weights", "none")})),
+    Entry("check#seed_type", _build_check_seed_type,
+          {"seed_type": "choice", "sequential": "bool", "progress": "bool"},
+          skip=frozenset({("sequential", "none"), ("progress", "none")})),
     # sampler=None: the target's own sample method (valid)
     Entry("resolution", _build_resolution,
           {"target": "model", "seconds": "positive", "sampler": "callable", "alpha": "unit-open",
