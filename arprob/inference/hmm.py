@@ -188,7 +188,8 @@ def _check_log_potentials(owner: str, arrays: dict) -> None:
     concrete = {name: value for name, value in arrays.items() if is_concrete(value) and value.size}
     if not concrete:
         return
-    flags = np.asarray(_non_finite_flags(tuple(concrete.values())))
+    with jax.ensure_compile_time_eval():  # concrete arrays captured by an outer jit are checked eagerly too
+        flags = np.asarray(_non_finite_flags(tuple(concrete.values())))
     for (name, value), flag in zip(concrete.items(), flags):
         if flag:
             array = np.asarray(value)
@@ -535,7 +536,10 @@ def _forward_scan(log_initial, log_transition, potentials, length, store: bool, 
         start = (_normalize(alpha0), jnp.log(jnp.where(total0 > 0, total0, 1.0)), jnp.zeros((), potentials.dtype))
         inputs = (matrices, shifted[1:]) if time_varying else (shifted[1:],)
         (last, high, low), _ = lax.scan(step, start, inputs + (valid[1:],))
-        return jnp.where(jnp.sum(last) > 0, (high + offsets) + low, -jnp.inf)
+        # the shift offsets joined exactly (TwoSum) before the compensation: one rounding at the end, so the
+        # float32 result is the float32 number nearest the compensated sum
+        joined, error = _two_sum(high, offsets)
+        return jnp.where(jnp.sum(last) > 0, joined + (error + low), -jnp.inf)
 
     alphas, initial_scale = _forward_messages(log_initial, prepared, time_varying)
     log_likelihood, totals = _log_normalisers(alphas, initial_scale, prepared)
