@@ -40,8 +40,11 @@ Times: first call (compile + run) and the median of ``--repeats`` warm calls, se
 pair the warm calls are interleaved (ours, theirs, ours, ...) so that load changes on a shared machine hit
 both alike.  ``ratio = peer_time / arprob_time`` (> 1: arprob faster).
 
-Run: ``python benchmarks/hmm_vs_peers.py [--quick] [--repeats 5]``; writes JSON to ``$ARPROB_BENCH_OUT``
-when set.  Needs the ``bench`` extra (dynamax, hmmlearn).
+Run: ``python benchmarks/hmm_vs_peers.py --repeats 9 --json benchmarks/results/hmm_vs_peers.json``
+(the file ``docs/concepts/hmm-inference.md`` renders its Speed table and dynamax's float32 drift from;
+without ``--json`` it writes to ``$ARPROB_BENCH_OUT`` when set, else nowhere).  ``accuracy`` is measured at
+T and, on a sequence of its own (seed 0), at the ``--quick`` length T = 20000.  Needs the ``bench`` extra
+(dynamax, hmmlearn).
 """
 
 from __future__ import annotations
@@ -66,6 +69,20 @@ from arprob.inference import hmm_log_likelihood, hmm_smoother, hmm_viterbi  # no
 from arprob.learning import em as arprob_em  # noqa: E402
 
 NUM_STATES, DIMENSION, NUM_LAGS = 8, 2, 1
+QUICK_TIMESTEPS = 20_000
+DEFAULT_JSON = "benchmarks/results/hmm_vs_peers.json"
+
+
+def _processor():
+    """The CPU model name (Linux /proc/cpuinfo), else platform.processor()."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
 
 
 # ----------------------------------------------------------------------------- problem
@@ -212,41 +229,44 @@ def section_inference(parameters, y, batch, dtype, repeats, parallel=True):
     log_likelihoods = jax.block_until_ready(_emission_log_likelihoods(y, model.weights, model.biases,
                                                                       model.scale_trils, num_lags=NUM_LAGS))
     initial, transition = model.initial_probs, model.transition_probs
+    # the parameters are jit arguments, not closed-over constants: arprob's concrete-input checks fail on a
+    # constant under an outer jit (TracerArrayConversionError in _check_log_potentials, jax 0.10.2)
+    ours, theirs = (log_initial, log_transition), (initial, transition)
 
     side_by_side("loglik", name, ("arprob ARHMM.log_prob", jax.jit(model.log_prob), (y,), ""),
                  ("dynamax marginal_log_prob", jax.jit(lambda e, u: peer.marginal_log_prob(params, e, u)),
                   (emissions, inputs), ""), repeats)
     side_by_side("kernel", name, ("arprob hmm_log_likelihood",
-                                  jax.jit(lambda ll: hmm_log_likelihood(log_initial, log_transition, ll)),
-                                  (log_likelihoods,), ""),
-                 ("dynamax hmm_filter", jax.jit(lambda ll: dynamax_filter(initial, transition, ll).marginal_loglik),
-                  (log_likelihoods,), ""), repeats)
+                                  jax.jit(lambda li, lt, ll: hmm_log_likelihood(li, lt, ll)),
+                                  ours + (log_likelihoods,), ""),
+                 ("dynamax hmm_filter", jax.jit(lambda i, a, ll: dynamax_filter(i, a, ll).marginal_loglik),
+                  theirs + (log_likelihoods,), ""), repeats)
     side_by_side("batch", name, ("arprob ARHMM.log_prob", jax.jit(model.log_prob), (batch,), ""),
                  ("dynamax vmap marginal_log_prob",
                   jax.jit(jax.vmap(lambda e, u: peer.marginal_log_prob(params, e, u))),
                   (batch_emissions, batch_inputs), ""), repeats)
     side_by_side("viterbi", name, ("arprob hmm_viterbi",
-                                   jax.jit(lambda ll: hmm_viterbi(log_initial, log_transition, ll)[0]),
-                                   (log_likelihoods,), ""),
-                 ("dynamax hmm_posterior_mode", jax.jit(lambda ll: hmm_posterior_mode(initial, transition, ll)),
-                  (log_likelihoods,), ""), repeats)
+                                   jax.jit(lambda li, lt, ll: hmm_viterbi(li, lt, ll)[0]),
+                                   ours + (log_likelihoods,), ""),
+                 ("dynamax hmm_posterior_mode", jax.jit(lambda i, a, ll: hmm_posterior_mode(i, a, ll)),
+                  theirs + (log_likelihoods,), ""), repeats)
     side_by_side("smoother", name, ("arprob hmm_smoother",
-                                    jax.jit(lambda ll: hmm_smoother(log_initial, log_transition, ll).smoothed_probs),
-                                    (log_likelihoods,), ""),
+                                    jax.jit(lambda li, lt, ll: hmm_smoother(li, lt, ll).smoothed_probs),
+                                    ours + (log_likelihoods,), ""),
                  ("dynamax hmm_smoother",
-                  jax.jit(lambda ll: dynamax_smoother(initial, transition, ll).smoothed_probs),
-                  (log_likelihoods,), ""), repeats)
+                  jax.jit(lambda i, a, ll: dynamax_smoother(i, a, ll).smoothed_probs),
+                  theirs + (log_likelihoods,), ""), repeats)
     if not parallel:
         return
     attempt("parallel", name, "arprob loglik parallel",
-            jax.jit(lambda ll: hmm_log_likelihood(log_initial, log_transition, ll, parallel=True)),
-            log_likelihoods, repeats=repeats)
+            jax.jit(lambda li, lt, ll: hmm_log_likelihood(li, lt, ll, parallel=True)),
+            *ours, log_likelihoods, repeats=repeats)
     attempt("parallel", name, "dynamax parallel_hmm_filter",
-            jax.jit(lambda ll: parallel_hmm_filter(initial, transition, ll).marginal_loglik), log_likelihoods,
-            repeats=repeats)
+            jax.jit(lambda i, a, ll: parallel_hmm_filter(i, a, ll).marginal_loglik), *theirs,
+            log_likelihoods, repeats=repeats)
     attempt("parallel", name, "arprob viterbi parallel",
-            jax.jit(lambda ll: hmm_viterbi(log_initial, log_transition, ll, parallel=True)[0]), log_likelihoods,
-            repeats=repeats)
+            jax.jit(lambda li, lt, ll: hmm_viterbi(li, lt, ll, parallel=True)[0]), *ours,
+            log_likelihoods, repeats=repeats)
 
 
 def section_em(parameters, y, repeats):
@@ -327,7 +347,6 @@ def section_hmmlearn(num_timesteps, repeats):
 
 def section_accuracy(parameters, y):
     """|float32 - float64| of the log-likelihood at T (arprob and dynamax)."""
-    results = {}
     reference = float(jax.jit(arprob_model(parameters, jnp.float64).log_prob)(jnp.asarray(y)))
     peer64, params64, _ = dynamax_model(parameters, jnp.float64)
     dynamax64 = float(jax.jit(lambda e, u: peer64.marginal_log_prob(params64, e, u))(*dynamax_data(peer64, y)))
@@ -335,7 +354,7 @@ def section_accuracy(parameters, y):
     arprob32 = jax.jit(arprob_model(parameters, jnp.float32).log_prob)(y32)
     peer32, params32, _ = dynamax_model(parameters, jnp.float32)
     dynamax32 = jax.jit(lambda e, u: peer32.marginal_log_prob(params32, e, u))(*dynamax_data(peer32, y32))
-    results = dict(float64_arprob=reference, float64_dynamax=dynamax64,
+    results = dict(num_timesteps=len(y), float64_arprob=reference, float64_dynamax=dynamax64,
                    float64_relative_difference=abs(dynamax64 - reference) / abs(reference),
                    float32_arprob=float(arprob32), float32_dynamax=float(dynamax32),
                    float32_arprob_dtype=str(arprob32.dtype), float32_dynamax_dtype=str(dynamax32.dtype),
@@ -383,11 +402,14 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=5, help="warm calls per timing (median), >= 5 advised")
     parser.add_argument("--skip", nargs="*", default=(), choices=("float32", "parallel", "em", "hmmlearn", "accuracy"),
                         help="sections to leave out")
+    parser.add_argument("--json", default=None,
+                        help=f"write the results here (the docs read {DEFAULT_JSON}); default: $ARPROB_BENCH_OUT")
     args = parser.parse_args(argv)
+    started = time.perf_counter()
     import dynamax
     import hmmlearn
 
-    num_timesteps, batch_size, batch_length = (20_000, 64, 500) if args.quick else (100_000, 64, 2000)
+    num_timesteps, batch_size, batch_length = (QUICK_TIMESTEPS, 64, 500) if args.quick else (100_000, 64, 2000)
     parameters = make_parameters()
     y = simulate(parameters, num_timesteps, seed=0)
     batch = np.stack([simulate(parameters, batch_length, seed=100 + i) for i in range(batch_size)])
@@ -395,7 +417,8 @@ def main(argv=None):
                   batch=[batch_size, batch_length], repeats=args.repeats, quick=args.quick,
                   jax=jax.__version__, dynamax=getattr(dynamax, "__version__", "?"),
                   hmmlearn=hmmlearn.__version__, backend=jax.default_backend(), machine=platform.machine(),
-                  cpu_count=os.cpu_count())
+                  processor=_processor(), cpu_count=os.cpu_count(), python=platform.python_version(),
+                  numpy=np.__version__)
     print(json.dumps(header), flush=True)
     for dtype in (jnp.float64, jnp.float32):
         if dtype == jnp.float32 and "float32" in args.skip:
@@ -408,17 +431,24 @@ def main(argv=None):
     if "hmmlearn" not in args.skip:
         print("[float64] hmmlearn", flush=True)
         section_hmmlearn(num_timesteps, args.repeats)
-    accuracy = None if "accuracy" in args.skip else section_accuracy(parameters, y)
+    accuracy = []
+    if "accuracy" not in args.skip:  # at T and at the --quick length (a sequence of its own, seed 0)
+        print("[float32 vs float64] accuracy", flush=True)
+        accuracy.append(section_accuracy(parameters, y))
+        if num_timesteps != QUICK_TIMESTEPS:
+            accuracy.append(section_accuracy(parameters, simulate(parameters, QUICK_TIMESTEPS, seed=0)))
 
     table = ratios()
     print("\nratio = peer warm time / arprob warm time (> 1: arprob faster)")
     print(f"{'task':<10} {'dtype':<8} {'arprob':<28} {'peer':<32} {'ratio':>7}")
     for r in table:
         print(f"{r['task']:<10} {r['dtype']:<8} {r['arprob']:<28} {r['peer']:<32} {r['ratio']:7.2f}")
-    out = os.environ.get("ARPROB_BENCH_OUT")
+    header["wall_s"] = time.perf_counter() - started
+    out = args.json or os.environ.get("ARPROB_BENCH_OUT")
     if out:
         with open(out, "w") as handle:
             json.dump(dict(header=header, rows=ROWS, ratios=table, accuracy=accuracy), handle, indent=2)
+            handle.write("\n")
         print(f"wrote {out}")
 
 
