@@ -66,7 +66,9 @@ def holm(p_values, weights=None) -> np.ndarray:
     if weights is None:
         w = np.full(p.size, 1.0 / p.size)
     else:
-        w = np.asarray(weights, dtype=np.float64).ravel()
+        from arprob._validation import check_real_array
+
+        w = check_real_array("holm", "weights", weights, finite=False).ravel()
         if w.shape != p.shape or not np.all(np.isfinite(w)) or np.any(w <= 0):
             raise InvalidArgumentError(f"holm: weights must be {p.size} positive finite numbers (one per "
                                        f"p-value), got {w[:4].tolist()} of shape {w.shape}")
