@@ -9,10 +9,12 @@
 #
 # `jax.random.categorical` draws `argmax(logits + G)` with Gumbel noise
 # `G = -log(-log u)`.  In float32 the uniform `u` lives on a grid of step
-# $2^{-23}$, so the noise never exceeds 15.94: a token more than ~16 nats below
-# the best one can (almost) never be drawn.  One token that unlikely does not
-# matter; fifty thousand of them, or a masked-diffusion step where every token
-# competes with a mask of weight ~1, do.  This example computes the exact law
+# $2^{-23}$, so the noise never exceeds $-\log(-\log(1 - 2^{-23})) \approx
+# 23 \ln 2 \approx 15.94$ (the first table prints the cap of each dtype): a
+# token more than ~16 nats below the best one can (almost) never be drawn.
+# One token that unlikely does not matter; fifty thousand of them, or a
+# masked-diffusion step where every token competes with a mask of weight ~1,
+# do.  This example computes the exact law
 # of the clamped sampler (theorem 13), measures the entropy and effective
 # temperature it loses over a masked-diffusion run, and shows that
 # `arprob.precision.categorical` (the library's own sampler) keeps the tail.
@@ -99,11 +101,13 @@ last_law = single.law
 # %% [markdown]
 # ## arprob's sampler keeps the tail
 # A Monte Carlo check that costs a few seconds needs a small cap, so we use
-# float16 logits, where JAX's noise stops at 6.93: 2500 tokens 9 nats below
-# the top carry 24% of softmax; `jax.random.categorical` draws them ~0.1% of the
-# time, `arprob.precision.categorical` (float32 noise) at the right rate.  The
-# same happens in float32 for tokens 16-18 nats down, at a Monte Carlo cost of
-# ~10^9 draws (see `benchmarks/categorical_precision.py`).
+# float16 logits, where JAX's noise stops at the float16 cap of the first
+# table (about $10 \ln 2 \approx 6.93$): 2500 tokens 9 nats below the top carry
+# $2500 e^{-9} / (1 + 2500 e^{-9}) \approx 24\%$ of softmax.  The lines below
+# give how often `jax.random.categorical` and `arprob.precision.categorical`
+# (float32 noise) draw them, against that rate.  The same happens in float32
+# for tokens 16-18 nats down, at a Monte Carlo cost far beyond an example (see
+# `benchmarks/categorical_precision.py`).
 
 # %%
 sizes, group_logits = np.array([1, 2500]), np.array([0.0, -9.0])
@@ -112,7 +116,9 @@ target = 2500 * math.exp(-9.0) / (1 + 2500 * math.exp(-9.0))
 for name, sampler in [("jax.random.categorical", jax.random.categorical),
                       ("arprob.precision.categorical", precision.categorical)]:
     tokens = np.asarray(sampler(jax.random.key(0), logits16, shape=(4000,)))
-    print(f"{name:>30}: tail drawn {np.mean(tokens > 0):.4f} of the time (softmax {target:.4f})")
+    drawn = np.mean(tokens > 0)
+    print(f"{name:>30}: tail drawn {drawn:.4f} of the time (softmax {target:.4f}, ratio {drawn / target:.3f}; "
+          f"{4000 * drawn:.0f} of 4,000 draws)")
 
 # %%
 figure, axes = plt.subplots(2, 2, figsize=(11, 8))

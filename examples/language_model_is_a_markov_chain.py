@@ -27,12 +27,12 @@
 #
 # **Settings.**  By default (and in CI) the text is reduced to the 8 symbols
 # `aehinot` and space with $K = 3$: $8^3 = 512$ windows, so every mixing time
-# and every bound is exact over all starts, and the example runs in about
-# 15 s on 2 idle CPU cores.  `ARPROB_EXAMPLES_FULL=1` selects the full setting:
-# the 26 letters and the space ($T = 27$), $K = 3$ ($19{,}683$ windows),
-# a longer-trained network; mixing times and the exact side of the bound are
+# and every bound is exact over all starts (the last line of output gives the
+# run time).  `ARPROB_EXAMPLES_FULL=1` selects the full setting: the 26
+# letters and the space ($T = 27$), $K = 3$ ($19{,}683$ windows), a
+# longer-trained network; mixing times and the exact side of the bound are
 # then over the documented start set of `MarkovView.default_starts` (a lower
-# bound on the worst case), and the run takes about 45 s.
+# bound on the worst case), and the run takes longer.
 
 # %%
 import math
@@ -58,7 +58,7 @@ import numpy as np
 
 from arprob.markov import MarkovView
 from arprob.markov.char_models import cross_entropy, fit_char_ngram, train_char_network
-from arprob.markov.text import ALPHABET, encode, reduce_alphabet, stdlib_text
+from arprob.markov.text import ALPHABET, STDLIB_MODULES, encode, reduce_alphabet, stdlib_text
 
 HERE = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd()  # a notebook has no __file__
 FIGURES = Path(os.environ.get("ARPROB_FIGURES", HERE / "figures"))
@@ -136,9 +136,10 @@ assert toy_mixing[1.0] == 282 and toy_mixing[2.0] == 19 and 0.9e12 < toy_mixing[
 # window $w$ of each temperature (the `worst_start` above; the chain is
 # symmetric under swapping 0 and 1, so worst starts come in pairs), exact at
 # every $n$ (`tv_to_stationary`; large $n$ by repeated squaring); dotted lines
-# mark $t_{mix}(1/4)$.  At temperature 0.2 the distance sits at $7/8$ for about
-# $10^{11}$ steps: the paper's "no convergence after $10^6$" is right, the
-# chain does converge, $10^6$ times later.
+# mark $t_{mix}(1/4)$.  At temperature 0.2 the distance sits near $7/8$ (a
+# point mass against the uniform law on 8 windows) for a very long time: the
+# paper's "no convergence after $10^6$" is right, and the chain does converge,
+# much later (the line under the figure says when, in multiples of $10^6$).
 
 # %%
 toy_steps = np.unique(np.concatenate([np.arange(0, 40), np.geomspace(40, 2e12, 160).astype(np.int64)]))
@@ -168,8 +169,8 @@ ax_law.set(title="stationary law (uniform: Q is doubly stochastic)", ylabel="pi(
 ax_law.tick_params(axis="x", labelrotation=90)
 ax_law.title.set_fontsize(9)
 for tau, curve in toy_curves.items():
-    # the distance never increases: near float64 rounding (1e-16 to 1e-14 here) the computed values only
-    # jitter, so the curve stops at its first value below 1e-13 (or at its minimum)
+    # the distance never increases: near float64 rounding the computed values only jitter, so the curve
+    # stops at its first value below 1e-13 (or at its minimum)
     below = np.flatnonzero(curve < 1e-13)
     shown = slice(0, int(below[0]) + 1 if below.size else int(np.argmin(curve)) + 1)
     line, = ax_curve.loglog(np.maximum(toy_steps[shown], 1), curve[shown],
@@ -184,13 +185,17 @@ figure.tight_layout()
 figure.savefig(FIGURES / "markov_parity_toy.png", dpi=110)
 plt.show()
 plt.close(figure)
+plateau = toy_steps[toy_curves[0.2] > 0.8]
+print(f"temperature 0.2: TV to stationarity above 0.8 up to n = {plateau.max():.2g} (of the steps computed), "
+      f"t_mix(1/4) = {toy_mixing[0.2]:.3g} steps, {toy_mixing[0.2] / 1e6:.1e} times the paper's 10^6")
 
 # %% [markdown]
 # ## 2. Real text: a character n-gram and a small network
 #
-# The text is the docstrings of about 80 standard-library modules
-# (`stdlib_text`, ~700,000 characters, nothing downloaded), lowercased and
-# mapped onto the alphabet (anything else becomes a space).  The n-gram uses
+# The text is the docstrings of the standard-library modules listed in
+# `arprob.markov.text.STDLIB_MODULES` (`stdlib_text`, nothing downloaded; the
+# first line below counts modules and characters), lowercased and mapped onto
+# the alphabet (anything else becomes a space).  The n-gram uses
 # add-$k$ smoothing with $k = 0.5$, so every window gives every next character
 # a positive probability; the network is a 2-layer MLP (64 hidden units) trained
 # with Adam.  Both are fitted on the first 90% of the text and scored on the
@@ -206,8 +211,8 @@ network = train_char_network(jax.random.key(0), ids[:split], vocab_size, CONTEXT
                              num_steps=NETWORK_STEPS)
 models = {"n-gram": ngram, "network": network}
 letters = np.bincount(ids, minlength=vocab_size) / len(ids)
-print(f"{len(ids):,} characters over {vocab_size} symbols {SYMBOLS!r}, K = {CONTEXT_SIZE}: "
-      f"{vocab_size**CONTEXT_SIZE:,} windows")
+print(f"{len(STDLIB_MODULES)} modules, {len(ids):,} characters over {vocab_size} symbols {SYMBOLS!r}, "
+      f"K = {CONTEXT_SIZE}: {vocab_size**CONTEXT_SIZE:,} windows")
 print(f"  sample: {text[1000:1100]!r}")
 for name, model in models.items():
     print(f"  {name:>8}: held-out cross-entropy {cross_entropy(model, ids[split:]) / math.log(2):.3f} bits/char")
@@ -244,6 +249,12 @@ for name, model in models.items():
             tv_letters[name] = 0.5 * np.abs(marginal - letters).sum()
 for name, distance in tv_letters.items():
     print(f"TV({name}'s stationary character law at tau = 1, the text's character frequencies) = {distance:.4f}")
+for name, rows in sweep.items():
+    taus, gaps, mixing_steps = (np.array([row[i] for row in rows], dtype=float) for i in (0, 3, 4))
+    dips = [f"{low:.3g} -> {high:.3g}" for low, high, falls in zip(taus, taus[1:], np.diff(gaps) < 0) if falls]
+    print(f"{name}: t_mix(1/4) at most {mixing_steps[taus >= 1].max():.0f} steps for tau >= 1, "
+          f"{mixing_steps[np.isclose(taus, 0.5)][0]:.0f} at tau = 1/2, {mixing_steps[0]:.0f} at tau = 1/4; "
+          f"gap falls as tau rises: {', '.join(dips) or 'nowhere'}")
 
 figure, axes = plt.subplots(1, 3, figsize=(15, 4.2))
 for name, rows in sweep.items():
@@ -275,10 +286,10 @@ plt.close(figure)
 # few most likely words and their cycles, the gap closes and the mixing time
 # grows; at $\tau = 0$ (greedy decoding) the chain falls apart into absorbing
 # loops (see `truncation_makes_loops.py`).  The dependence need not be
-# monotone in every quantity (at 27 symbols the n-gram's gap dips between
-# $\tau = 1/2$ and 1), but the trend is clear: these text models mix within
-# about ten steps at $\tau \ge 1$ and slow down steeply below
-# $\tau \approx 1/2$.
+# monotone in every quantity (the last lines under the sweep list where a
+# model's gap falls as the temperature rises), but the trend is clear from the
+# same lines: these text models mix within a few steps at $\tau \ge 1$ and
+# slow down steeply at lower temperatures.
 
 # %% [markdown]
 # ## 3. Zekri et al.'s bound against the truth
@@ -320,7 +331,7 @@ def first_step_below(chain, level: float) -> int:
 
 
 horizon = {"parity toy, tau = 1": 12000, "parity toy, tau = 2": 800}  # twice the float64-resolved range
-zekri = {}
+zekri, step_ratios, looseness = {}, [], []
 print(f"{'chain':>28} {'log10 eps':>10} {'n':>6} {'1 - bound':>10} {'exact':>9} {'looseness':>10} "
       f"{'steps to 1/4: bound':>20} {'exact':>6} {'looseness there':>16}")
 for name, chain in chains.items():
@@ -344,6 +355,8 @@ for name, chain in chains.items():
           f"{report.exact:>9.2e} {report.log10_looseness:>10.2f} {bound_steps:>20.3g} {exact_steps:>6} "
           f"{extrapolated:>16.3g}")
     assert all(r.exact <= r.bound + 1e-12 for r in reports)  # the proposition holds
+    step_ratios.append(bound_steps / exact_steps)
+    looseness.append(report.log10_looseness)
     if name == "parity toy, tau = 1":
         assert report.exhaustive
 
@@ -362,6 +375,9 @@ figure.tight_layout()
 figure.savefig(FIGURES / "markov_zekri_bound.png", dpi=110)
 plt.show()
 plt.close(figure)
+print(f"over these chains the bound needs {min(step_ratios):.3g} to {max(step_ratios):.3g} times the exact number "
+      f"of steps to reach 1/4, and at the largest resolved n it is {min(looseness):.1f} to {max(looseness):.1f} "
+      "orders of magnitude above the exact distance")
 print(f"\nexample ran in {time.perf_counter() - started:.1f} s; figures in {FIGURES}")
 
 # %% [markdown]
@@ -369,7 +385,8 @@ print(f"\nexample ran in {time.perf_counter() - started:.1f} s; figures in {FIGU
 # $\varepsilon \le T^{-K}$ it cannot fall below $1/4$ before about
 # $K T^K \ln 2 / 2$ steps, and on a fitted model $\varepsilon$ is the product
 # of $K$ *smallest* probabilities, which makes the required number of steps
-# astronomically larger than the true mixing time.  The exact distance, by
-# contrast, decays like $|\lambda_2|^n$: at the largest $n$ float64 can resolve
-# it the bound is off by the whole dynamic range of float64 and, extrapolated,
-# by ever more orders of magnitude as $n$ grows.
+# astronomically larger than the true mixing time (the line above the run
+# time gives the ratios).  The exact distance, by contrast, decays like
+# $|\lambda_2|^n$: at the largest $n$ float64 can resolve it the bound is off by
+# many orders of magnitude (same line) and, extrapolated, by ever more as $n$
+# grows.

@@ -9,8 +9,9 @@
 #
 # Real data that ships inside an installed package: matplotlib's sample data
 # holds Google's daily share prices from August 2004 to October 2008
-# (`goog.npz`, 1,047 trading days), ending in the 2008 crash. We model the
-# daily log return (in percent) as a two-state autoregressive HMM with one lag:
+# (`goog.npz`; the first output line gives the number of trading days), ending
+# in the 2008 crash. We model the daily log return (in percent) as a
+# two-state autoregressive HMM with one lag:
 #
 # $$y_t \mid z_t = k \sim \mathcal N(A_k y_{t-1} + b_k, Q_k).$$
 #
@@ -74,12 +75,10 @@ print(f"expected regime durations: calm {1 / (1 - stay[calm]):.0f} days, volatil
 #
 # The smoothed probability of the volatile regime, $p(z_t = \text{volatile} \mid y)$,
 # comes from the forward-backward kernels. The Viterbi path is the single most
-# likely sequence of regimes. On this data, the fit finds two regimes:
-#
-# - a calm one, with a daily standard deviation of about 1.5% that lasts about a month on average;
-# - a volatile one, with about 3.9% that lasts about two weeks.
-#
-# Almost every day from September 2008 on is in the volatile regime.
+# likely sequence of regimes. On this data, the fit finds a calm regime and a
+# volatile one; their daily standard deviations and expected durations are
+# printed under the fit above. The line below gives the share of days in the
+# volatile regime, over the whole sample and from September 2008 on.
 
 # %%
 smoothed = np.asarray(model.smooth(y).smoothed_probs)[:, volatile]
@@ -105,15 +104,18 @@ plt.close(figure)
 # ## Forecast
 #
 # The first forecast step is an exact Gaussian mixture over the filtered
-# regime. Later steps come from simulated paths. After the October 2008 days
-# the model sits in the volatile regime, so its predictive band is wide.
+# regime. Later steps come from simulated paths. The filtered probability of
+# the volatile regime on the last day (printed below) sets how wide the
+# predictive band is.
 
 # %%
 filtered = np.asarray(model.filter(y).filtered_probs)[-1]
 forecast = model.forecast(jax.random.key(1), y[-1:], horizon=20, num_samples=4000,
                           state_probs=filtered @ np.asarray(model.transition_probs))
 band = 1.96 * np.sqrt(np.asarray(forecast.covariance)[:, 0, 0])
-print(f"one-day-ahead return: mean {float(forecast.mean[0, 0]):+.2f}%, 95% band ±{band[0]:.2f}%")
+print(f"p(volatile | data up to {dates[-1]}) = {filtered[volatile]:.3f}")
+print(f"one-day-ahead return: mean {float(forecast.mean[0, 0]):+.2f}%, 95% band ±{band[0]:.2f}% "
+      f"(±{1.96 * sd[calm]:.2f}% in the calm regime, ±{1.96 * sd[volatile]:.2f}% in the volatile one)")
 figure, axis = plt.subplots(figsize=(7, 3))
 steps = np.arange(1, 21)
 axis.plot(steps, np.asarray(forecast.mean)[:, 0], color="C0")

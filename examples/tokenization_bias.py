@@ -32,8 +32,9 @@
 #    the naive one, against the exact continuation law.
 #
 # **Settings.**  By default (and in CI): texts of $N = 7$ characters, a
-# $9 \times 9$ grid of chains; 30 to 40 s on 2 CPU cores.
-# `ARPROB_EXAMPLES_FULL=1`: $N = 8$ and a $19 \times 19$ grid; about 4 minutes.
+# $9 \times 9$ grid of chains (the last line of output gives the run time).
+# `ARPROB_EXAMPLES_FULL=1`: $N = 8$ and a $19 \times 19$ grid, which takes
+# longer.
 
 # %%
 import itertools
@@ -232,6 +233,10 @@ for row, name in enumerate(TOKENIZERS):
         undefined = undefined_grid[row, column]
         print(f"{name:>26} {method:>14} {values[reference]:>14.4g} {values.min():>10.4g} {values.mean():>10.4g} "
               f"{values.max():>10.4g} {f'{undefined.min():.4g}-{undefined.max():.4g}':>30}")
+print(f"\ntoken healing with the paper's vocabulary: largest bias over the grid {bias_grid[0, 1].max():.1e}")
+for row, name in enumerate(TOKENIZERS):
+    print(f"{name}: token healing keeps {bias_grid[row, 1].mean() / bias_grid[row, 0].mean():.0%} of the naive "
+          f"reading's mean bias")
 # the corrections are exact on every chain and tokenizer; token healing is exact for the paper's vocabulary
 assert bias_grid[:, 2].max() < 1e-12 and bias_grid[0, 1].max() < 1e-12
 assert bias_grid[1, 1].min() > 1e-3 and bias_grid[2, 1].min() > 1e-3
@@ -239,17 +244,18 @@ assert undefined_grid[:2].max() == 0 and undefined_grid[:, 1:].max() == 0 and un
 
 # %% [markdown]
 # **Reading the table.**  With the paper's vocabulary token healing is exact,
-# not approximately but to rounding (a bias of order $10^{-17}$ on every
-# chain): the longest token has two characters, so a token boundary that the
-# next character could move is always inside the prompt's last token, and
-# backing off that one token removes the conditioning.  With $aaa$ and $bbb$
-# the boundary can sit two tokens back (the prompt $aa$ is encoded $a, a$ but
-# the text $aaa\ldots$ starts with the token $aaa$), token healing backs off
-# only one, and most of the bias remains.  Under BPE the next character can
-# even re-split the prompt's last token: $ba$ is one token, but $bab$ is
-# encoded $b, ab$ (the merge $a{+}b$ ranks first), so no token extends the
-# backed-off $ba$ and healing falls back on the naive answer.  The naive
-# reading of the BPE tokenizer is, in addition, undefined on part of the
+# not approximately but to rounding (the first line under the table gives its
+# largest bias over the grid): the longest token has two characters, so a
+# token boundary that the next character could move is always inside the
+# prompt's last token, and backing off that one token removes the
+# conditioning.  With $aaa$ and $bbb$ the boundary can sit two tokens back
+# (the prompt $aa$ is encoded $a, a$ but the text $aaa\ldots$ starts with the
+# token $aaa$), token healing backs off only one, and much of the bias remains
+# (the share is printed under the table, per tokenizer).  Under BPE the next
+# character can even re-split the prompt's last token: $ba$ is one token, but
+# $bab$ is encoded $b, ab$ (the merge $a{+}b$ ranks first), so no token
+# extends the backed-off $ba$ and healing falls back on the naive answer.  The
+# naive reading of the BPE tokenizer is, in addition, undefined on part of the
 # prompts (the last column).  Phan et al.'s correction is exact for every
 # chain and every tokenizer, as theorem 11 says.
 
@@ -349,6 +355,7 @@ def true_continuation(transition: np.ndarray, prompt_ids, num_chars: int) -> np.
 
 
 NUM_SAMPLES = 100_000
+network_distances = []
 print(f"\n{'prompt':>7} {'covers':>26} {'TV cover':>10} {'TV naive':>9} {'TV cover (network)':>19} "
       f"{'chi2 p cover':>13} {'chi2 p naive':>13}")
 for number, prompt in enumerate(("a", "aa", "ab", "bb", "bbb")):
@@ -365,6 +372,7 @@ for number, prompt in enumerate(("a", "aa", "ab", "bb", "bbb")):
         cells = draws @ (2 ** np.arange(length - 1, -1, -1))
         counts = np.bincount(cells, minlength=2**length)
         p_values[method] = stats.chisquare(counts, NUM_SAMPLES * truth.ravel()).pvalue
+    network_distances.append(tv(network_law, truth))
     covers = learned_tokenizer.covers(prompt)
     shown = " ".join("|".join(learned_tokenizer.tokens[t] for t in cover) for cover in covers)
     print(f"{prompt:>7} {shown:>26} {tv(cover_law, truth):>10.1e} {tv(naive_law, truth):>9.4f} "
@@ -376,6 +384,8 @@ for number, prompt in enumerate(("a", "aa", "ab", "bb", "bbb")):
     else:
         assert tv(naive_law, truth) > 0.05 and p_values["naive"] < 1e-10
 
+print(f"\nnetwork, cover sampler: TV to the true continuation {min(network_distances):.4f} to "
+      f"{max(network_distances):.4f}; the network's expected next-token error (section 3) {model_error:.4f}")
 print(f"\nexample ran in {time.perf_counter() - started:.1f} s; figure in {FIGURES}")
 
 # %% [markdown]
@@ -383,7 +393,8 @@ print(f"\nexample ran in {time.perf_counter() - started:.1f} s; figure in {FIGUR
 # to rounding and its draws pass the $\chi^2$ test; the naive sampler's law is
 # far off (after the prompt $aa$, encoded $a|a$, it never goes on with $a$,
 # since a text $aaa\ldots$ would have been encoded $aaa, \ldots$: a TV of
-# $P(a \to a) = 0.6$) and its draws fail the test with a p-value of 0 in double
-# precision.  For `bbb` the prompt's encoding is its only cover and the two
-# samplers coincide.  On the network, the cover sampler's remaining distance is
-# the network's own error, of the order of its next-token error above.
+# $P(a \to a) = 0.6$) and its draws fail the test (the last column).  For
+# `bbb` the prompt's encoding is its only cover and the two samplers coincide.
+# On the network, the cover sampler's remaining distance is the network's own
+# error; the line under the table sets it against the network's next-token
+# error of section 3.

@@ -25,10 +25,10 @@
 # characters (`MarkovView.constraint_probability`), at several temperatures.
 #
 # **Settings.**  By default (and in CI): 27 symbols (the letters and the space),
-# context $K = 3$, $27^3 = 19{,}683$ windows; 15 to 25 s on 2 CPU cores.
-# `ARPROB_EXAMPLES_FULL=1`: $K = 4$, $531{,}441$ windows, a longer-trained
-# network; up to a quarter of an hour on 2 cores, most of it in the
-# constraint probabilities.
+# context $K = 3$, $27^3 = 19{,}683$ windows (the last line of output gives the
+# run time).  `ARPROB_EXAMPLES_FULL=1`: $K = 4$, $531{,}441$ windows, a
+# longer-trained network; much longer, most of the time in the constraint
+# probabilities.
 
 # %%
 import os
@@ -129,21 +129,26 @@ for name, model in models.items():
     for chain_class, mass in sorted(zip(loops, basin), key=lambda pair: -pair[1]):
         print(f"  period {chain_class.period:>3}, {100 * mass:6.2f}% of the text's contexts end here: "
               f"{loop_text(chain, chain_class.states)!r}")
+    repeated = [mass for c, mass in zip(loops, basin) if len(set(loop_text(chain, c.states))) == 1]
+    print(f"  {len(repeated)} loop(s) of one repeated character, holding {100 * sum(repeated):.2f}% "
+          "of the text's contexts")
 
 # %% [markdown]
-# Some of the n-gram's loops are single letters repeated ("aaaa"): windows that
-# never occur in the text get the uniform law from add-$k$ smoothing, greedy
-# decoding breaks the tie towards the lowest token id, `a`, and a handful of
-# such windows close on themselves.  They are loops nobody reaches from real
-# text (their basin is empty or tiny); the network, which has no ties,
-# ends everything in its one loop.
+# Loops of one repeated letter ("aaaa") come from ties: windows that never
+# occur in the text get the uniform law from add-$k$ smoothing, greedy
+# decoding breaks the tie towards the lowest token id, `a`, and such windows
+# can close on themselves.  The last line for each model counts these loops
+# and the share of the text's contexts that end in them: loops of this kind
+# are hardly reached from real text.  The network has no such ties; the
+# number of its loops is on its first line.
 
 # %% [markdown]
 # ## Top-$k$ and top-$p$
 #
 # Keeping the $k$ most probable tokens (or the smallest set of probability at
-# least $p$) keeps more than one successor per window, and already $k = 2$
-# joins the loops into one closed class.  What truncation still does is shrink
+# least $p$) keeps more than one successor per window, which can join the
+# loops into fewer closed classes (the `closed` column; the line under the
+# table gives it at $k = 2$).  What truncation still does is shrink
 # the set of contexts the chain can come back to: every window outside the
 # recurrent class is visited at most for a while, then never again.  The table
 # reports, for each rule, the closed classes, their sizes and periods, and the
@@ -162,6 +167,9 @@ for name, model in models.items():
         truncation[name].append((label, len(sizes), max(sizes), structure.num_transient))
         print(f"{'':>{len(name) + 1}} {label:>8} {len(sizes):>7} {max(sizes):>9,} {str(periods[:4]):>12} "
               f"{structure.num_transient:>10,} {structure.ergodic!s:>8}")
+closed = {name: {row[0]: row[1] for row in rows} for name, rows in truncation.items()}
+print("\nclosed classes, greedy -> k=2: " + "; ".join(f"{name} {counts['greedy']} -> {counts['k=2']}"
+                                                    for name, counts in closed.items()))
 
 # %%
 figure, axes = plt.subplots(1, 3, figsize=(17, 4.6), gridspec_kw={"width_ratios": [1, 1, 0.8]})
