@@ -106,9 +106,10 @@ FALSE_ALARM_SEEDS = 500
 def test_sequential_false_alarm_rate_stays_below_alpha_over_500_seeds():
     """Exact JAX sampler, sequential, default tests (joint + head), alpha = 0.05, deviation 0.02.
 
-    Plan: 3 looks (2,048, 8,192 and the plan's ~12,000 samples, resolution about 0.02 TV on 27 cells).
+    Plan: 3 looks (2,048, 8,192 and the plan's 30,438 samples, resolution 0.02 TV on 27 cells).
     The family-wise rate must be <= alpha: one-sided binomial test at level 1e-3 (false-alarm rate of
-    this assertion 1e-3).  Measured: see the note of issue 17.
+    this assertion 1e-3).  Measured: 22 rejections of 500, 5 of them at an early look (the fixed-n
+    design on the same seeds: 23).
     """
     sampler = from_law(LAW, 3, 3)
     alpha = 0.05
