@@ -19,7 +19,7 @@ import pytest
 from arprob import MarkovChain, NGram, TabularJoint
 from arprob.errors import ArprobTypeError, EnumerationTooLargeError, InvalidArgumentError, ShapeError
 from arprob.samplers import ancestral, speculative
-from arprob.verify import Sampler, check, detectable, from_law, holm, left_to_right, resolution
+from arprob.verify import Sampler, check, detectable, from_law, holm, left_to_right, plan_for, resolution
 from arprob.verify.stream import _chunk_capacity, choose_batch_size
 
 CHAIN = NGram.random(jax.random.key(11), 6, 3, 1)  # V=3, L=6: 729 cells, enumerable
@@ -255,8 +255,8 @@ def test_two_sample_mode_needs_no_law():
 def test_resolution_is_detectable_at_the_measured_throughput():
     result = resolution(LONG, seconds=5.0)
     assert result.num_samples == max(1, int(result.samples_per_second * 5.0))
-    assert result.tv == pytest.approx(detectable(result.num_samples, result.cells, result.alpha / result.num_tests,
-                                                 result.power), rel=1e-12)
+    level = plan_for(LONG).holm_level  # the largest test's share of alpha (weighted Holm), fixed n
+    assert result.tv == pytest.approx(detectable(result.num_samples, result.cells, level, result.power), rel=1e-12)
     assert 0 < result.tv < 1
     assert "detects TV" in str(result)
     with pytest.raises(InvalidArgumentError, match="seconds"):
@@ -268,7 +268,10 @@ def test_report_states_its_resolution_and_progress_is_reported():
     report = check(lambda key, n: LONG.sample(key, (n,)), LONG, num_samples=30_000, batch_size=5000,
                    progress=lambda done, total, seconds: calls.append((done, total)))
     cells = max(t.observed.size for t in report.tests if t.observed is not None)
-    assert report.resolution == pytest.approx(detectable(30_000, cells, 1e-4 / len(report.tests), 0.99), rel=1e-12)
+    # the largest test at its level: its share of alpha (weighted Holm) at the last look's level
+    plan = plan_for(LONG, num_samples=30_000, batch_size=5000, sequential=report.sequential)
+    assert plan.largest_cells == cells
+    assert report.resolution == pytest.approx(detectable(30_000, cells, plan.holm_level, 0.99), rel=1e-12)
     assert calls and calls[-1] == (30_000, 30_000)
     assert all(a[0] <= b[0] for a, b in zip(calls, calls[1:]))
 

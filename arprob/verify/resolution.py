@@ -1,12 +1,13 @@
 r"""Resolution: the smallest sampler bug :func:`~arprob.verify.check` can see in a time budget.
 
 A goodness-of-fit test on :math:`K` cells with :math:`n` samples detects, with
-probability ``power`` at level :math:`\alpha/m`, every law at TV distance at
-least
+probability ``power`` at level :math:`\alpha w` (:math:`w` its share of
+:math:`\alpha` in the weighted Holm procedure, :math:`1/m` for :math:`m`
+tests of one kind), every law at TV distance at least
 
 .. math::
 
-    d(n) = \sqrt{\lambda^*_{K-1}(\alpha/m, \text{power}) / (4 n)}
+    d(n) = \sqrt{\lambda^*_{K-1}(\alpha w, \text{power}) / (4 n)}
 
 (:func:`~arprob.verify.detectable`; worst case :math:`\chi^2 \ge 4\,\mathrm{TV}^2`).
 What a time budget buys is :math:`n = r \cdot s` for a throughput :math:`r`
@@ -47,7 +48,8 @@ class Resolution:
     compile_seconds
         Compilation time measured by the probe (paid once per run, on top of ``seconds``).
     cells, num_tests
-        Cells of the largest test and number of tests (Holm level ``alpha / num_tests``).
+        Cells of the largest test and number of tests (its level: ``alpha`` times its share, see
+        :mod:`arprob.verify.plans`).
     """
 
     tv: float
@@ -116,12 +118,13 @@ def resolution(target, *, seconds: float = 60.0, sampler=None, alpha: float = 1e
 
     report = check(sampler, target, alpha=alpha, power=power, num_samples=PROBE_BATCH * PROBE_BATCHES,
                    batch_size=PROBE_BATCH, projections=projections, max_joint_cells=max_joint_cells,
-                   devices=devices, seed=seed)
+                   devices=devices, seed=seed, sequential=False, progress=False)
     rate = report.samples_per_second
     num_samples = max(1, int(rate * seconds))
-    tests = [t for t in report.tests if t.projection != "support"]
+    tests = [t for t in report.tests if t.weight is not None]
     cells = max(2, max(t.observed.size for t in tests))
-    return Resolution(tv=detectable(num_samples, cells, alpha / len(tests), power), num_samples=num_samples,
+    weight = min(t.weight for t in tests if max(2, t.observed.size) == cells)  # its share of alpha (weighted Holm)
+    return Resolution(tv=detectable(num_samples, cells, alpha * weight, power), num_samples=num_samples,
                       samples_per_second=rate, seconds=float(seconds),
                       compile_seconds=report.compile_seconds, cells=int(cells), num_tests=len(tests),
                       alpha=alpha, power=power)
