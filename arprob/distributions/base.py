@@ -194,6 +194,17 @@ class SequenceDistribution(Distribution):
             check_tokens(owner, name, tokens, self.vocab_size)
         return jnp.asarray(tokens)
 
+    def _off_support(self, value):
+        r"""``(clipped, outside)``: tokens clipped into ``[0, V)`` and, per sequence, whether any was outside.
+
+        Values that reach a model unchecked (traced, or ``validate_args=False``) would otherwise be clipped
+        or wrapped by the gathers; ``log_prob`` gives them :math:`-\infty` instead, so an enumeration-based
+        or Gibbs sampler in numpyro that proposes a token outside the vocabulary sees probability zero.
+        """
+        value = jnp.asarray(value).astype(jnp.int32)
+        outside = jnp.any((value < 0) | (value >= self.vocab_size), axis=-1)
+        return jnp.clip(value, 0, self.vocab_size - 1), outside
+
     def _check_partial(self, tokens, observed):
         owner = self._owner()
         if self._checks_on:

@@ -111,10 +111,11 @@ class _ChainModel(SequenceDistribution):
 
     def log_prob(self, value):
         """:math:`\\sum_t \\log p(x_t \\mid x_{t-K:t})` by table look-up; ``value`` has shape ``(..., L)``."""
-        value = self._check_clean(value, "value").astype(jnp.int32)
+        value, outside = self._off_support(self._check_clean(value, "value"))
         kwargs = self._kernel_kwargs()
-        return jnp.vectorize(lambda table, x: chain_log_prob(table, x, **kwargs),
-                             signature="(w,v),(l)->()")(self.log_table, value)
+        log_p = jnp.vectorize(lambda table, x: chain_log_prob(table, x, **kwargs),
+                              signature="(w,v),(l)->()")(self.log_table, value)
+        return jnp.where(outside, -jnp.inf, log_p)  # unchecked tokens outside the vocabulary: probability 0
 
     def marginal_log_prob(self, x, observed):
         r""":math:`\log p(x_S)` by the forward pass with evidence on :math:`S`."""

@@ -340,8 +340,9 @@ class HMM(SequenceDistribution):
     # -- protocol ------------------------------------------------------------
     def log_prob(self, value):
         r""":math:`\log p(x)` by the forward algorithm (:func:`~arprob.inference.hmm_log_likelihood`), ``(...)``."""
-        value = self._check_clean(value, "value").astype(jnp.int32)
-        return _log_marginals(self, value, jnp.ones(self.length, bool))
+        value, outside = self._off_support(self._check_clean(value, "value"))
+        log_p = _log_marginals(self, value, jnp.ones(self.length, bool))
+        return jnp.where(outside, -jnp.inf, log_p)  # unchecked tokens outside the vocabulary: probability 0
 
     def marginal_log_prob(self, x, observed):
         r""":math:`\log p(x_S)`: the forward algorithm with the unobserved positions masked out."""

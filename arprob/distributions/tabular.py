@@ -161,11 +161,10 @@ class TabularJoint(SequenceDistribution):
 
     def log_prob(self, value):
         """:math:`\\log p(x)` by table look-up; ``value`` has shape ``(..., L)``."""
-        value = self._check_clean(value, "value")
+        value, outside = self._off_support(self._check_clean(value, "value"))
         index = sequence_index(value, self.vocab_size)
-        return jnp.vectorize(lambda table, i: table[i], signature="(n),()->()")(
-            self._flat_logits(), index
-        )
+        log_p = jnp.vectorize(lambda table, i: table[i], signature="(n),()->()")(self._flat_logits(), index)
+        return jnp.where(outside, -jnp.inf, log_p)  # unchecked tokens outside the vocabulary: probability 0
 
     def sampling_table(self):
         """The table as a :class:`~arprob._random.SamplingTable` of ``prod(batch_shape)`` rows, computed once.
