@@ -404,14 +404,23 @@ def _token_factors(log_p: np.ndarray, log_q: np.ndarray, variant: _Variant):
     return accept, reject, normalize(p_tilde), q_sampling
 
 
+def enumerated_prefix_log_probs(target, draft, max_entries: int, owner: str, what: str):
+    """All ``V**L`` sequences and the target's and the draft's log-probabilities of each token after its prefix.
+
+    Refused up front (:func:`check_enumeration`) when the tables would not fit in ``max_entries``.
+    """
+    vocab_size, length = target.vocab_size, target.length
+    check_enumeration(owner, vocab_size, length, factor=2 * length * vocab_size, max_entries=max_entries, what=what)
+    sequences = all_sequences(vocab_size, length)
+    return sequences, prefix_log_probs(target, sequences), prefix_log_probs(draft, sequences)
+
+
 def _round_dp(target, draft, draft_length: int, variant: _Variant, max_entries: int, owner: str):
     """Law and expected counts of the speculative algorithm with ``variant``."""
     vocab_size, length = target.vocab_size, target.length
-    check_enumeration(owner, vocab_size, length, factor=2 * length * vocab_size, max_entries=max_entries,
-                      what="the speculative-decoding law")
-    sequences = all_sequences(vocab_size, length)
+    sequences, log_p, log_q = enumerated_prefix_log_probs(target, draft, max_entries, owner,
+                                                          "the speculative-decoding law")
     size = sequences.shape[0]
-    log_p, log_q = prefix_log_probs(target, sequences), prefix_log_probs(draft, sequences)
     rows = np.arange(size)
     factors = []
     for t in range(length):

@@ -87,9 +87,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from arprob._enumerate import all_sequences
 from arprob._validation import (
-    check_enumeration,
     check_int,
     check_key,
     check_within_length,
@@ -97,7 +95,12 @@ from arprob._validation import (
 )
 from arprob.conditionals import normalized_logits, split_static
 from arprob.errors import ArprobTypeError, InvalidArgumentError
-from arprob.samplers.speculative import SpeculativeCost, SpeculativeStats, _families, prefix_log_probs
+from arprob.samplers.speculative import (
+    SpeculativeCost,
+    SpeculativeStats,
+    _families,
+    enumerated_prefix_log_probs,
+)
 
 __all__ = [
     "FAMILIES",
@@ -423,11 +426,9 @@ def _position_factors(log_p: np.ndarray, log_q: np.ndarray, draft_top_k: int, we
 def _with_dp(target, draft, draft_length: int, last_round: str, draft_top_k: int, weight: float, max_entries: int,
              owner: str):
     vocab_size, length = target.vocab_size, target.length
-    check_enumeration(owner, vocab_size, length, factor=2 * length * vocab_size, max_entries=max_entries,
-                      what="the law of the speculative loop")
-    sequences = all_sequences(vocab_size, length)
+    sequences, log_p, log_q = enumerated_prefix_log_probs(target, draft, max_entries, owner,
+                                                          "the law of the speculative loop")
     size = sequences.shape[0]
-    log_p, log_q = prefix_log_probs(target, sequences), prefix_log_probs(draft, sequences)
     rows = np.arange(size)
     keep, reject, bonus = [], [], []
     for t in range(length):
