@@ -11,6 +11,7 @@ from arprob import (
     errors,
     inference,
     learning,
+    marginalization,
     markov,
     precision,
     prognostics,
@@ -22,9 +23,15 @@ from arprob import (
 from arprob.anyorder import AnyOrderAR
 from arprob.conditionals import Conditionals
 from arprob.diffusion import AbsorbingDiffusion
-from arprob.distributions import ARHMM, DFA, HMM, MarkovChain, NGram, SequenceDistribution, TabularJoint
+from arprob.distributions import ARHMM, DFA, HMM, Ising, MarkovChain, NGram, SequenceDistribution, TabularJoint
 from arprob.errors import ArprobError
 from arprob.learning import fit_em, fit_sgd
+from arprob.marginalization import (
+    Marginals,
+    conditionals_from_marginals,
+    marginals_from_conditionals,
+    self_consistency,
+)
 from arprob.markov import MarkovView
 
 __version__ = "0.1.0"
@@ -37,22 +44,28 @@ __all__ = [
     "Conditionals",
     "DFA",
     "HMM",
+    "Ising",
+    "Marginals",
     "MarkovChain",
     "MarkovView",
     "NGram",
     "SequenceDistribution",
     "TabularJoint",
     "conditionals",
+    "conditionals_from_marginals",
     "errors",
     "fit_em",
     "fit_sgd",
     "inference",
     "learning",
+    "marginalization",
+    "marginals_from_conditionals",
     "markov",
     "precision",
     "prognostics",
     "samplers",
     "schedules",
+    "self_consistency",
     "tokenization",
     "verify",
 ]

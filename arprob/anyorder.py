@@ -384,7 +384,8 @@ class AnyOrderAR:
         orders = self._all_orders(orders, max_orders, "AnyOrderAR.log_prob_spread")
         log_probs = self._log_prob_matrix(flat, orders)  # (O, B)
         low, high = log_probs.min(axis=0), log_probs.max(axis=0)
-        spread = np.where(np.isneginf(high), 0.0, high - low)
+        with np.errstate(invalid="ignore"):  # -inf - (-inf) where every order gives probability 0: spread 0
+            spread = np.where(np.isneginf(high), 0.0, high - low)
         return LogProbSpread(*(jnp.asarray(a).reshape(batch_shape) for a in (low, high, spread)))
 
     def law(self, order, *, max_entries: int = 2**26) -> np.ndarray:
