@@ -461,17 +461,35 @@ def _chunk_size(vocab_size: int) -> int:
     return max(1, int(np.floor(31 / np.log2(vocab_size + 1))))
 
 
-@register_pytree_node_class
-class PerturbedConditionals:
-    r"""``log_softmax(base(x, S) + scale * noise(i, x_{S \ {i}}))``.
+def masked_input_noise(key_data, digits, vocab_size: int, event_shape=(), salt=None):
+    """Standard normal noise, shape ``digits.shape[:-1] + event_shape``, that is a fixed function of the input.
 
-    The noise is a standard normal vector over the vocabulary drawn from a key
-    that is a fixed, injective function of the position ``i`` and the observed
-    context :math:`x_{S\setminus\{i\}}` (positions outside the context count as
-    masked).  The family is therefore deterministic, answers the same question
-    the same way every time, and is inconsistent for ``scale > 0``: it is no
-    joint's conditionals, like an imperfect trained network.
+    ``digits`` (..., n) holds tokens in ``[0, V]`` (``V`` = unobserved).  The key of each row is ``key_data``
+    folded with ``salt`` (an int array of shape ``digits.shape[:-1]``, if given) and then with the row's
+    base-``(V+1)`` code, in int32 chunks: an injective function of the masked input, so a family built on it
+    answers the same question the same way every time.
     """
+    key = jax.random.wrap_key_data(key_data)
+    chunk = _chunk_size(vocab_size)
+    codes = []
+    for start in range(0, digits.shape[-1], chunk):
+        block = digits[..., start : start + chunk]
+        powers = jnp.asarray((vocab_size + 1) ** np.arange(block.shape[-1]), jnp.int32)
+        codes.append((block * powers).sum(axis=-1).reshape(-1))
+    dtype = jnp.result_type(float)
+
+    def draw(row_salt, *chunk_codes):
+        k = key if salt is None else jax.random.fold_in(key, row_salt)
+        for code in chunk_codes:
+            k = jax.random.fold_in(k, code)
+        return jax.random.normal(k, tuple(event_shape), dtype=dtype)
+
+    salts = jnp.zeros(codes[0].shape, jnp.int32) if salt is None else jnp.asarray(salt).reshape(-1)
+    return jax.vmap(draw)(salts, *codes).reshape(digits.shape[:-1] + tuple(event_shape))
+
+
+class PerturbedBase:
+    """A base object (``base``) with deterministic noise of size ``scale`` from ``key_data``: a pytree."""
 
     def __init__(self, base, key_data, scale):
         self.base = base
@@ -486,11 +504,29 @@ class PerturbedConditionals:
     def length(self) -> int:
         return self.base.length
 
+    def tree_flatten(self):
+        return (self.base, self.key_data, self.scale), None
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        return cls(*children)
+
+
+@register_pytree_node_class
+class PerturbedConditionals(PerturbedBase):
+    r"""``log_softmax(base(x, S) + scale * noise(i, x_{S \ {i}}))``.
+
+    The noise is a standard normal vector over the vocabulary drawn from a key
+    that is a fixed, injective function of the position ``i`` and the observed
+    context :math:`x_{S\setminus\{i\}}` (positions outside the context count as
+    masked).  The family is therefore deterministic, answers the same question
+    the same way every time, and is inconsistent for ``scale > 0``: it is no
+    joint's conditionals, like an imperfect trained network.
+    """
+
     def noise(self, x, observed):
         """The unscaled noise, shape ``(..., L, V)``."""
         vocab_size, length = self.vocab_size, self.length
-        key = jax.random.wrap_key_data(self.key_data)
-        chunk = _chunk_size(vocab_size)
         x = jnp.asarray(x)
         observed = jnp.asarray(observed, dtype=bool)
         batch_shape = jnp.broadcast_shapes(x.shape[:-1], observed.shape[:-1])
@@ -498,33 +534,12 @@ class PerturbedConditionals:
         observed = jnp.broadcast_to(observed, batch_shape + (length,))
         context_mask = observed[..., None, :] & ~jnp.eye(length, dtype=bool)  # (..., L_i, L_j)
         digits = jnp.where(context_mask, x[..., None, :], vocab_size)  # (..., L_i, L_j)
-        codes = []
-        for start in range(0, length, chunk):
-            block = digits[..., start : start + chunk]
-            powers = jnp.asarray((vocab_size + 1) ** np.arange(block.shape[-1]), jnp.int32)
-            codes.append((block * powers).sum(axis=-1))  # (..., L_i)
         positions = jnp.broadcast_to(jnp.arange(length), batch_shape + (length,))
-
-        def draw(position, *chunk_codes):
-            k = jax.random.fold_in(key, position)
-            for code in chunk_codes:
-                k = jax.random.fold_in(k, code)
-            return jax.random.normal(k, (vocab_size,), dtype=jnp.result_type(float))
-
-        flat_codes = [c.reshape(-1) for c in codes]
-        noise = jax.vmap(draw)(positions.reshape(-1), *flat_codes)
-        return noise.reshape(batch_shape + (length, vocab_size))
+        return masked_input_noise(self.key_data, digits, vocab_size, (vocab_size,), salt=positions)
 
     def __call__(self, x, observed):
         base = self.base(x, observed)
         return jax.nn.log_softmax(base + self.scale * self.noise(x, observed).astype(base.dtype), axis=-1)
-
-    def tree_flatten(self):
-        return (self.base, self.key_data, self.scale), None
-
-    @classmethod
-    def tree_unflatten(cls, aux, children):
-        return cls(*children)
 
     def __repr__(self):
         return f"perturbed({self.base!r}, scale={self.scale})"

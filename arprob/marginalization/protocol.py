@@ -43,7 +43,14 @@ from jax.tree_util import register_pytree_node_class
 
 from arprob._validation import check_key, check_mask, check_order, check_shape, check_tokens, is_concrete
 from arprob.anyorder import LogProbSpread
-from arprob.conditionals import _chunk_size, _key_data, as_conditionals, join_static, split_static
+from arprob.conditionals import (
+    PerturbedBase,
+    _key_data,
+    as_conditionals,
+    join_static,
+    masked_input_noise,
+    split_static,
+)
 from arprob.errors import ArprobTypeError, EnumerationTooLargeError, InvalidOrderError
 
 __all__ = ["ConditionalMarginals", "MarginalConditionals", "Marginals", "PerturbedMarginals",
@@ -315,7 +322,7 @@ def marginals_from_conditionals(conditionals, order=None) -> ConditionalMarginal
 
 
 @register_pytree_node_class
-class PerturbedMarginals:
+class PerturbedMarginals(PerturbedBase):
     r"""``base.marginal_log_prob(x, S) + scale * noise(S, x_S)``: marginals that are not self-consistent.
 
     The noise is a standard normal drawn from a key that is a fixed, injective function of the
@@ -325,50 +332,16 @@ class PerturbedMarginals:
     :func:`~arprob.marginalization.self_consistency` are of order ``scale``.
     """
 
-    def __init__(self, base, key_data, scale):
-        self.base = base
-        self.key_data = key_data
-        self.scale = scale
-
-    @property
-    def vocab_size(self) -> int:
-        return self.base.vocab_size
-
-    @property
-    def length(self) -> int:
-        return self.base.length
-
     def noise(self, x, observed):
         """The unscaled noise, shape: the batch shape of ``(x, observed)``."""
         vocab_size, length = self.vocab_size, self.length
         x, observed = _check_query("PerturbedMarginals", vocab_size, length, x, observed)
         digits = jnp.where(observed, x, vocab_size)
-        chunk = _chunk_size(vocab_size)
-        codes = []
-        for start in range(0, length, chunk):
-            block = digits[..., start : start + chunk]
-            powers = jnp.asarray((vocab_size + 1) ** np.arange(block.shape[-1]), jnp.int32)
-            codes.append((block * powers).sum(axis=-1).reshape(-1))
-        key = jax.random.wrap_key_data(self.key_data)
-
-        def draw(*chunk_codes):
-            k = key
-            for code in chunk_codes:
-                k = jax.random.fold_in(k, code)
-            return jax.random.normal(k, (), dtype=jnp.result_type(float))
-
-        return jax.vmap(draw)(*codes).reshape(x.shape[:-1])
+        return masked_input_noise(self.key_data, digits, vocab_size)
 
     def marginal_log_prob(self, x, observed):
         base = self.base.marginal_log_prob(x, observed)
         return base + self.scale * self.noise(x, observed).astype(base.dtype)
-
-    def tree_flatten(self):
-        return (self.base, self.key_data, self.scale), None
-
-    @classmethod
-    def tree_unflatten(cls, aux, children):
-        return cls(*children)
 
     def __repr__(self):
         return f"perturbed_marginals({self.base!r}, scale={self.scale})"
