@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from arprob import MarkovChain, NGram, TabularJoint
+from arprob import Ising, MarkovChain, NGram, TabularJoint
 from arprob.errors import EnumerationTooLargeError
 from arprob.samplers import ancestral_law
 
@@ -164,7 +164,26 @@ def _small_models():
         for context_size in (1, 2):
             table = _dirichlet(30 + seed, (vocab_size + 1,) * context_size + (vocab_size,))
             cases.append((NGram(table, length), _ngram_law(table, length, context_size)))
+    for height, width, coupling, bias, periodic in [(2, 3, 0.4, -0.3, False), (3, 3, -0.5, 0.2, True)]:
+        cases.append((Ising(height, width, coupling, bias, periodic=periodic),
+                      _ising_law(height, width, coupling, bias, periodic)))
     return cases
+
+
+def _ising_law(height, width, coupling, bias, periodic):
+    """Brute force over all 2**(H W) grids: exp(J sum_bonds s_i s_j + b sum_i s_i) / Z, s = 2x - 1, row-major,
+    each nearest-neighbour bond once (axes of size >= 3 when periodic, so no bond is doubled)."""
+    spins = 2 * _sequences(2, height * width) - 1
+    log_f = bias * spins.sum(axis=1).astype(float)
+    for row in range(height):
+        for col in range(width):
+            site = row * width + col
+            if col + 1 < width or periodic:
+                log_f += coupling * spins[:, site] * spins[:, row * width + (col + 1) % width]
+            if row + 1 < height or periodic:
+                log_f += coupling * spins[:, site] * spins[:, ((row + 1) % height) * width + col]
+    weights = np.exp(log_f - log_f.max())
+    return weights / weights.sum()
 
 
 SMALL_MODELS = _small_models()
