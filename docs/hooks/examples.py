@@ -34,6 +34,7 @@ from pathlib import Path
 from mkdocs.config.defaults import MkDocsConfig
 from mkdocs.plugins import event_priority
 from mkdocs.structure.files import File, Files
+from nav_sections import extend_nav_section  # docs/hooks/nav_sections.py (mkdocs puts hooks/ on the path)
 
 log = logging.getLogger("mkdocs.hooks.examples")
 
@@ -61,22 +62,8 @@ def title_of(path: Path) -> str:
 def on_config(config: MkDocsConfig) -> MkDocsConfig:
     # the kernel that runs a page inherits this process's environment
     os.environ.setdefault("ARPROB_FIGURES", str(EXAMPLES_DIR / "figures"))
-    nav = config.nav
-    if not nav:
-        return config
-    for entry in nav:
-        if isinstance(entry, dict) and SECTION in entry:
-            section = entry[SECTION]
-            if not isinstance(section, list):
-                section = entry[SECTION] = [section] if section else []
-            listed = {item if isinstance(item, str) else next(iter(item.values())) for item in section}
-            for path in example_paths():
-                uri = f"examples/{path.name}"
-                if uri not in listed:
-                    section.append({title_of(path): uri})
-            break
-    else:
-        log.warning("examples hook: no nav section titled %r; example pages are not in the nav", SECTION)
+    extend_nav_section(config, SECTION, [(title_of(path), f"examples/{path.name}") for path in example_paths()],
+                       log, "examples")
     return config
 
 

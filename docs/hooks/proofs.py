@@ -36,6 +36,7 @@ from pathlib import Path
 from mkdocs.config.defaults import MkDocsConfig
 from mkdocs.structure.files import File, Files
 from mkdocs.structure.pages import Page
+from nav_sections import extend_nav_section  # docs/hooks/nav_sections.py (mkdocs puts hooks/ on the path)
 
 log = logging.getLogger("mkdocs.hooks.proofs")
 
@@ -114,23 +115,9 @@ def rewrite_links(markdown: str, docs_dir: Path) -> str:
 
 
 def on_config(config: MkDocsConfig) -> MkDocsConfig:
-    nav = config.nav
-    if not nav:
-        return config
-    for entry in nav:
-        if isinstance(entry, dict) and SECTION in entry:
-            section = entry[SECTION]
-            if not isinstance(section, list):
-                section = entry[SECTION] = [section]
-            listed = {item if isinstance(item, str) else next(iter(item.values())) for item in section}
-            for path in proof_paths():
-                uri = f"proofs/{path.name}"
-                if uri not in listed:
-                    # the README's own title ("Proofs") would repeat the section's
-                    section.append({README_TITLE: uri} if path.name == "README.md" else uri)
-            break
-    else:
-        log.warning("proofs hook: no nav section titled %r; proof pages are not in the nav", SECTION)
+    # the README's own title ("Proofs") would repeat the section's
+    entries = [(README_TITLE if path.name == "README.md" else None, f"proofs/{path.name}") for path in proof_paths()]
+    extend_nav_section(config, SECTION, entries, log, "proofs")
     return config
 
 
